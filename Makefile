@@ -1,0 +1,37 @@
+# emailsvc — `make` lists the targets.
+VENV := .venv
+PY := $(VENV)/bin/python
+SERVICES = eval "$$(bin/services)"
+
+.PHONY: help install run worker dashboard test test-fast lint
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install requirements.txt
+
+run: install  ## API on :8000, one worker and the dev SMTP sink (var/mail/); Ctrl-C stops all
+	bin/run-dev
+
+worker: install  ## one more worker against the development database and Redis
+	@$(SERVICES); DATABASE_URL="$${DATABASE_URL:-$$EMAILSVC_PG/emailsvc}" \
+	  REDIS_URL="$${REDIS_URL:-$$EMAILSVC_REDIS/0}" $(PY) worker.py
+
+dashboard: install  ## rq-dashboard on 127.0.0.1:9181 behind HTTP Basic Auth
+	bin/dashboard
+
+test: install  ## the whole suite, fault tests included, against its own database and Redis db
+	@$(SERVICES); TEST_DATABASE_URL="$$EMAILSVC_PG/emailsvc_test" \
+	  TEST_REDIS_URL="$$EMAILSVC_REDIS/15" $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: PYTEST_ARGS = -m "not slow"
+test-fast: test  ## the suite without the slow fault tests
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,64 @@
+"""API keys: how they are made and stored, and the guard every endpoint stands behind."""
+
+import functools
+import hashlib
+import hmac
+import secrets
+
+from flask import g, request
+
+from .errors import Forbidden, Unauthorized
+from .queries.api_keys import find_active_api_key
+from .services import get_services
+
+KEY_PREFIX = "esk_"
+SCOPES = ("send", "read")
+
+
+def new_key():
+    """Return a new random key (256 bits) with a recognisable prefix."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key):
+    """Return the SHA-256 digest stored for a key; a random 256-bit key needs no slow hash."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def presented_key():
+    """Return the key the request carries (Bearer or X-API-Key), or None."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.headers.get("X-API-Key") or None
+
+
+def load_api_key():
+    """Look up the request's key once, before rate limiting needs to know who is asking."""
+    g.api_key = None
+    key = presented_key()
+    if key is None or not key.isascii() or len(key) > 200:
+        return
+    digest = hash_key(key)
+    with get_services().db.cursor() as cur:
+        row = find_active_api_key(cur, digest)
+    if row is not None and hmac.compare_digest(bytes(row["key_hash"]), digest):
+        g.api_key = row
+
+
+def require_scope(scope):
+    """Decorate a view so it needs a valid key holding `scope`."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            key = g.get("api_key")
+            if key is None:
+                raise Unauthorized()
+            if scope not in key["scopes"]:
+                raise Forbidden(f"This API key lacks the '{scope}' scope.")
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return decorator

@@ -1,0 +1,53 @@
+"""Every setting, read from the environment once, with the defaults of the product contract."""
+
+import os
+
+from dotenv import load_dotenv
+
+DEFAULTS = {
+    "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/emailsvc",
+    "DATABASE_READ_URL": "",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SMTP_HOST": "127.0.0.1",
+    "SMTP_PORT": "1025",
+    "SMTP_USERNAME": "",
+    "SMTP_PASSWORD": "",
+    "SMTP_SECURITY": "none",
+    "SMTP_TIMEOUT": "10",
+    "EMAIL_DEFAULT_FROM": "no-reply@localhost",
+    "EMAIL_ALLOWED_FROM_DOMAINS": "",
+    "EMAIL_RETRY_INTERVALS": "10,60,300",
+    "WORKER_PROCESSES": str(os.cpu_count() or 1),
+    "RATELIMIT_DEFAULT": "600 per minute",
+    "RATELIMIT_SEND": "120 per minute",
+    "WEBHOOK_SECRET": "",
+    "TRUSTED_PROXIES": "0",
+    "WEBHOOK_RETRY_INTERVALS": "30,120,600,1800,3600,7200,21600,43200,86400",
+    "MAX_CONTENT_LENGTH": str(10 * 1024 * 1024),
+}
+
+
+def _split(value):
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def load_config(environ=None):
+    """Return the settings from `environ` (default: the process environment plus `.env`)."""
+    if environ is None:
+        load_dotenv()
+        environ = os.environ
+    raw = {name: environ.get(name, default) for name, default in DEFAULTS.items()}
+    return {
+        **raw,
+        "DATABASE_READ_URL": raw["DATABASE_READ_URL"] or raw["DATABASE_URL"],
+        "SMTP_PORT": int(raw["SMTP_PORT"]),
+        "SMTP_SECURITY": raw["SMTP_SECURITY"].lower(),
+        "SMTP_TIMEOUT": float(raw["SMTP_TIMEOUT"]),
+        "EMAIL_ALLOWED_FROM_DOMAINS": [d.lower() for d in _split(raw["EMAIL_ALLOWED_FROM_DOMAINS"])],
+        "EMAIL_RETRY_INTERVALS": [int(s) for s in _split(raw["EMAIL_RETRY_INTERVALS"])],
+        "WORKER_PROCESSES": int(raw["WORKER_PROCESSES"]),
+        "WEBHOOK_SECRET": _split(raw["WEBHOOK_SECRET"]),
+        "TRUSTED_PROXIES": int(raw["TRUSTED_PROXIES"]),
+        "WEBHOOK_RETRY_INTERVALS": [int(s) for s in _split(raw["WEBHOOK_RETRY_INTERVALS"])],
+        "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
+    }

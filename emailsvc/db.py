@@ -1,0 +1,124 @@
+"""PostgreSQL access: one connection pool per process, and the cursors callers run their SQL on."""
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+
+from .errors import ServiceUnavailable
+
+psycopg2.extras.register_uuid()  # uuid.UUID in and out, process-wide
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
+# A request must fail fast with a 503 rather than hang when PostgreSQL is gone.
+CONNECT_OPTIONS = {
+    "connect_timeout": 3,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "options": "-c statement_timeout=15000",
+}
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """PostgreSQL cannot be reached or dropped the connection."""
+
+    message = "The database is unavailable."
+
+
+class Database:
+    """A lazily created pool for one database URL; a process that forks gets a pool of its own."""
+
+    def __init__(self, url, max_connections=8):
+        self.url = url
+        self.max_connections = max_connections
+        self._pool = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def _get_pool(self):
+        # Connections must never be shared across a fork (gunicorn and RQ workers fork).
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self.max_connections, self.url, **CONNECT_OPTIONS
+                    )
+                    self._pid = os.getpid()
+        return self._pool
+
+    @contextmanager
+    def cursor(self):
+        """Yield a dict cursor in autocommit mode: each statement is its own transaction, one round trip."""
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except psycopg2.OperationalError as exc:
+            raise DatabaseUnavailable() from exc
+        except psycopg2.pool.PoolError as exc:
+            raise DatabaseUnavailable("The database connection pool is exhausted.") from exc
+        broken = False
+        try:
+            conn.autocommit = True
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                yield cur
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            broken = True
+            raise DatabaseUnavailable() from exc
+        finally:
+            # A connection that failed is discarded, so the pool heals once the server is back.
+            pool.putconn(conn, close=broken or bool(conn.closed))
+
+    @contextmanager
+    def transaction(self):
+        """Yield a dict cursor inside BEGIN … COMMIT, rolled back if the block raises."""
+        with self.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            except BaseException:
+                if not cur.connection.closed:
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def ping(self):
+        """Return True when the database answers."""
+        try:
+            with self.cursor() as cur:
+                cur.execute("SELECT 1")
+            return True
+        except DatabaseUnavailable:
+            return False
+
+
+def create_database(url):
+    """Create the database named in `url` if it does not exist yet."""
+    params = psycopg2.extensions.parse_dsn(url)
+    name = params.pop("dbname")
+    conn = psycopg2.connect(**{**params, "dbname": "postgres"}, connect_timeout=5)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')  # a name cannot be a query parameter
+    finally:
+        conn.close()
+
+
+def init_db(url):
+    """Create the database if missing and apply schema.sql (safe to run again)."""
+    create_database(url)
+    conn = psycopg2.connect(url, connect_timeout=5)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(SCHEMA.read_text())
+    finally:
+        conn.close()

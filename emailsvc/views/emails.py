@@ -1,0 +1,68 @@
+"""POST /email/send and GET /email/logs/<id>."""
+
+import uuid
+
+from flask import Blueprint, current_app, g
+from redis.exceptions import RedisError
+
+from ..addresses import domain_of
+from ..auth import require_scope
+from ..errors import NotFound, ServiceUnavailable, ValidationFailed
+from ..jobs import enqueue_delivery
+from ..queries.emails import get_email, insert_email, list_events, mark_failed
+from ..schemas import log_schema, log_with_events_schema, send_schema
+from ..services import get_services
+from ..web import json_body
+
+bp = Blueprint("emails", __name__, url_prefix="/email")
+QUEUE_DOWN = "The queue was unavailable, so the message was not queued."
+
+
+def check_sender(sender):
+    """Refuse a sender outside EMAIL_ALLOWED_FROM_DOMAINS, so the service is no open relay."""
+    allowed = current_app.config["EMAIL_ALLOWED_FROM_DOMAINS"]
+    if allowed and domain_of(sender) not in allowed:
+        raise ValidationFailed(details={"from": ["This sender domain is not allowed."]})
+
+
+@bp.post("/send")
+@require_scope("send")
+def send():
+    """Validate, record as PENDING, queue, and answer 201 with the log."""
+    email = send_schema.load(json_body())
+    email["from_addr"] = email["from_addr"] or current_app.config["EMAIL_DEFAULT_FROM"]
+    check_sender(email["from_addr"])
+    email_id = uuid.uuid4()
+    email.update(
+        id=email_id,
+        api_key_id=g.api_key["id"],
+        status="PENDING",
+        message_id=f"<{email_id}@{domain_of(email['from_addr'])}>",
+        scheduled_at=None,
+    )
+    db = get_services().db
+    with db.cursor() as cur:
+        row = insert_email(cur, email)
+    try:
+        enqueue_delivery(email_id)
+    except RedisError as exc:
+        with db.cursor() as cur:
+            mark_failed(cur, email_id, QUEUE_DOWN, from_statuses=["PENDING"])
+        raise ServiceUnavailable(QUEUE_DOWN + " It is recorded as FAILED; send it again.") from exc
+    return log_schema.dump(row), 201
+
+
+@bp.get("/logs/<email_id>")
+@require_scope("read")
+def get_log(email_id):
+    """Return one log with its events, oldest first."""
+    try:
+        email_id = uuid.UUID(email_id)
+    except ValueError as exc:
+        raise NotFound("No email with this id.") from exc
+    with get_services().read_db.cursor() as cur:
+        row = get_email(cur, email_id)
+        if row is None:
+            raise NotFound("No email with this id.")
+        row["events"] = list_events(cur, email_id)
+    return log_with_events_schema.dump(row)

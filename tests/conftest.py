@@ -1,0 +1,145 @@
+"""Fixtures: the app on its own PostgreSQL database and Redis db number, and a real aiosmtpd server."""
+
+import os
+import socket
+import time
+from collections import deque
+from email import message_from_bytes, policy
+
+import psycopg2
+import pytest
+from aiosmtpd.controller import Controller
+from redis import Redis
+from rq import SimpleWorker
+
+from emailsvc import create_app
+from emailsvc.auth import hash_key, new_key
+from emailsvc.db import init_db
+from emailsvc.queries.api_keys import insert_api_key
+from emailsvc.services import get_services
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/emailsvc_test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TABLES = "api_keys, emails, email_events"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, message="condition"):
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(interval)
+
+
+class SmtpRecorder:
+    """An aiosmtpd handler that keeps what it accepts and answers as a test scripts it."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.received = []  # (envelope from, envelope recipients, parsed message)
+        self.data_replies = deque()  # replies to DATA, in order; then `default_reply`
+        self.default_reply = "250 2.0.0 Ok: queued"
+        self.refused_recipients = {}  # address -> RCPT reply
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refused_recipients:
+            return self.refused_recipients[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = self.data_replies.popleft() if self.data_replies else self.default_reply
+        if reply.startswith("250"):
+            message = message_from_bytes(envelope.original_content, policy=policy.default)
+            self.received.append((envelope.mail_from, list(envelope.rcpt_tos), message))
+        return reply
+
+
+@pytest.fixture(scope="session")
+def smtp():
+    handler = SmtpRecorder()
+    handler.port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=handler.port)
+    controller.start()
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def database():
+    init_db(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+def settings(database, smtp):
+    """The settings the app under test runs with, as the environment would spell them."""
+    return {
+        "DATABASE_URL": database,
+        "REDIS_URL": TEST_REDIS_URL,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port),
+        "SMTP_TIMEOUT": "5",
+        "EMAIL_RETRY_INTERVALS": "0",  # retries run at once, so a burst worker sees them all
+        "WORKER_PROCESSES": "1",
+    }
+
+
+@pytest.fixture(autouse=True)
+def clean_state(database, smtp):
+    conn = psycopg2.connect(database)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    conn.close()
+    Redis.from_url(TEST_REDIS_URL).flushdb()
+    smtp.reset()
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    yield app
+    app.extensions["emailsvc"].mailer.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def make_key(app, scopes=("send", "read"), name="test"):
+    """Create an API key directly in the database and return it."""
+    key = new_key()
+    with app.app_context(), get_services().db.cursor() as cur:
+        insert_api_key(cur, name, hash_key(key), key[:12], list(scopes))
+    return key
+
+
+@pytest.fixture
+def auth(app):
+    """Headers carrying a valid key with both scopes."""
+    return {"Authorization": f"Bearer {make_key(app)}"}
+
+
+def run_jobs(app):
+    """Run the queued jobs, retries included, with the real job code, then return."""
+    with app.app_context():
+        services = get_services()
+        SimpleWorker([services.email_queue], connection=services.redis).work(burst=True, with_scheduler=True)

@@ -1,0 +1,144 @@
+"""POST /email/send and GET /email/logs/<id>."""
+
+import uuid
+
+import psycopg2
+import pytest
+from conftest import TEST_REDIS_URL, run_jobs
+from redis import Redis
+from rq import Queue
+
+from emailsvc import create_app
+
+VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
+
+
+def send(client, auth, **changes):
+    body = {**VALID, **changes}
+    return client.post("/email/send", json={k: v for k, v in body.items() if v is not ...}, headers=auth)
+
+
+def test_send_answers_201_with_the_pending_log(client, auth):
+    response = send(client, auth, to=["Alice <alice@example.com>"], cc=["c@example.com"],
+                    bcc=["b@example.com"], html="<p>Hi</p>", metadata={"order": "42"},
+                    reply_to="help@example.com")  # fmt: skip
+    assert response.status_code == 201
+    log = response.get_json()
+    assert log["status"] == "PENDING"
+    assert log["to"] == ["Alice <alice@example.com>"]
+    assert log["cc"] == ["c@example.com"] and log["bcc"] == ["b@example.com"]
+    assert log["from"] == "no-reply@localhost"
+    assert log["metadata"] == {"order": "42"}
+    assert log["attempts"] == 0
+    assert log["message_id"] == f"<{log['id']}@localhost>"
+    assert log["created_at"].endswith("+00:00")
+    assert log["sent_at"] is None and log["error_message"] is None
+    assert response.headers["X-Request-ID"]
+
+
+def test_send_records_the_row_and_queues_one_job_carrying_only_the_id(client, auth, database):
+    log = send(client, auth).get_json()
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, to_addrs FROM emails WHERE id = %s", (log["id"],))
+        assert cur.fetchone() == ("PENDING", ["alice@example.com"])
+    queue = Queue("email", connection=Redis.from_url(TEST_REDIS_URL))
+    assert queue.job_ids == [log["id"]]
+    job = queue.fetch_job(log["id"])
+    assert job.func_name == "emailsvc.jobs.deliver" and job.args == (log["id"],)
+    assert job.retries_left == 3
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"to": ...}, "to"),
+        ({"to": []}, "to"),
+        ({"to": "not-an-address"}, "to"),
+        ({"to": ["ok@example.com", "bad@"]}, "to"),
+        ({"to": 42}, "to"),
+        ({"to": [f"u{i}@example.com" for i in range(51)]}, "to"),
+        ({"cc": ["x@example.com"] * 30, "bcc": ["y@example.com"] * 20}, "to"),
+        ({"cc": "x@example.com, y@example.com"}, "cc"),
+        ({"from": "nobody"}, "from"),
+        ({"reply_to": "a@b@c"}, "reply_to"),
+        ({"subject": ...}, "subject"),
+        ({"subject": ""}, "subject"),
+        ({"subject": "x" * 999}, "subject"),
+        ({"subject": "Hi\r\nBcc: victim@example.com"}, "subject"),
+        ({"to": "a@example.com\r\nBcc: victim@example.com"}, "to"),
+        ({"body": ..., "html": ...}, "body"),
+        ({"body": ""}, "body"),
+        ({"headers": {"Bcc": "victim@example.com"}}, "headers"),
+        ({"headers": {"X-Tag": "a\r\nBcc: victim@example.com"}}, "headers"),
+        ({"headers": {"Bad Name": "v"}}, "headers"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"metadata": {f"k{i}": "v" for i in range(21)}}, "metadata"),
+        ({"surprise": True}, "surprise"),
+    ],
+)
+def test_invalid_fields_get_422_naming_the_field_and_nothing_is_recorded(client, auth, database, changes, field):
+    response = send(client, auth, **changes)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert field in error["details"]
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM emails")
+        assert cur.fetchone()[0] == 0
+
+
+def test_display_names_and_international_addresses_are_accepted(client, auth):
+    response = send(client, auth, to=['"Doe, Jane" <jane@example.com>', "José <jose@exämple.com>"])
+    assert response.status_code == 201
+    assert response.get_json()["to"] == ['"Doe, Jane" <jane@example.com>', "José <jose@xn--exmple-cua.com>"]
+
+
+def test_sender_outside_the_allowed_domains_is_refused(settings, auth):
+    app = create_app({**settings, "EMAIL_ALLOWED_FROM_DOMAINS": "shop.example"})
+    client = app.test_client()
+    from conftest import make_key
+
+    headers = {"X-API-Key": make_key(app)}
+    assert send(client, headers, **{"from": "Shop <orders@shop.example>"}).status_code == 201
+    refused = send(client, headers, **{"from": "ceo@bank.example"})
+    assert refused.status_code == 422
+    assert "from" in refused.get_json()["error"]["details"]
+
+
+def test_redis_down_at_send_answers_503_and_records_the_row_failed(settings, database):
+    app = create_app({**settings, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    from conftest import make_key
+
+    response = send(app.test_client(), {"X-API-Key": make_key(app)})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "service_unavailable"
+    assert response.headers["Retry-After"]
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, error_message FROM emails")
+        status, error = cur.fetchone()
+    assert status == "FAILED" and "queue was unavailable" in error
+
+
+def test_database_down_at_send_answers_503_and_queues_nothing(settings):
+    app = create_app({**settings, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
+    response = send(app.test_client(), {"X-API-Key": "esk_whatever"})
+    assert response.status_code == 503
+    assert Queue("email", connection=Redis.from_url(TEST_REDIS_URL)).count == 0
+
+
+def test_get_log_returns_the_log_with_its_events(client, auth, app, smtp):
+    log = send(client, auth).get_json()
+    run_jobs(app)
+    response = client.get(f"/email/logs/{log['id']}", headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "SENT" and body["attempts"] == 1
+    assert [e["type"] for e in body["events"]] == ["pending", "sending", "sent"]
+    assert body["events"][-1]["detail"].startswith("250")
+
+
+@pytest.mark.parametrize("email_id", [str(uuid.uuid4()), "not-a-uuid"])
+def test_unknown_log_is_404(client, auth, email_id):
+    response = client.get(f"/email/logs/{email_id}", headers=auth)
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
