@@ -2,7 +2,7 @@
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .auth import SCOPES, hash_key, new_key
 from .db import init_db
@@ -13,6 +13,7 @@ api_keys = AppGroup("api-keys", help="Create, list and revoke API keys.")
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create the database if missing and apply schema.sql."""
     init_db(current_app.config["DATABASE_URL"])

@@ -1,6 +1,7 @@
 """The development SMTP sink: `python -m emailsvc.devsmtp` stores every message it receives as var/mail/*.eml."""
 
 import argparse
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +31,8 @@ def main():
     args = parser.parse_args()
     controller = Controller(MaildirSink(args.dir), hostname=args.host, port=args.port)
     controller.start()
+    # Stop on Ctrl-C even when started in the background, where the shell ignores SIGINT for us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"Development SMTP sink on {args.host}:{args.port}, writing to {args.dir}/", flush=True)
     try:
         while True:

@@ -16,9 +16,7 @@ class Services:
     def __init__(self, config):
         self.db = Database(config["DATABASE_URL"])
         self.read_db = (
-            self.db
-            if config["DATABASE_READ_URL"] == config["DATABASE_URL"]
-            else Database(config["DATABASE_READ_URL"])
+            self.db if config["DATABASE_READ_URL"] == config["DATABASE_URL"] else Database(config["DATABASE_READ_URL"])
         )
         # Short timeouts: a Redis outage must turn into a quick 503, not a hung request.
         self.redis = Redis.from_url(

@@ -1,8 +1,13 @@
 """Fixtures: the app on its own PostgreSQL database and Redis db number, and a real aiosmtpd server."""
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from email import message_from_bytes, policy
 
@@ -143,3 +148,54 @@ def run_jobs(app):
     with app.app_context():
         services = get_services()
         SimpleWorker([services.email_queue], connection=services.redis).work(burst=True, with_scheduler=True)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+class Processes:
+    """Real processes started for a test (gunicorn, worker.py, the sink), stopped when it ends."""
+
+    def __init__(self, env):
+        self.env = {**os.environ, **env}
+        self.procs = []
+
+    def start(self, *args, name):
+        log = open(os.path.join(self.env["TEST_LOG_DIR"], f"{name}.log"), "ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def processes(settings, tmp_path):
+    """Start real service processes with the test settings; they are stopped after the test."""
+    started = Processes({**settings, "TEST_LOG_DIR": str(tmp_path)})
+    yield started
+    started.stop_all()
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """Make one HTTP request; return (status, headers, parsed JSON body or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, head, raw = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        status, head, raw = exc.code, exc.headers, exc.read()
+    return status, head, (json.loads(raw) if raw else None)

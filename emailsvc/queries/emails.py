@@ -36,9 +36,7 @@ def get_email(cur, email_id):
 
 def list_events(cur, email_id):
     """Return the events of one message, oldest first."""
-    cur.execute(
-        "SELECT type, at, detail FROM email_events WHERE email_id = %s ORDER BY id", (email_id,)
-    )
+    cur.execute("SELECT type, at, detail FROM email_events WHERE email_id = %s ORDER BY id", (email_id,))
     return cur.fetchall()
 
 
@@ -59,9 +57,7 @@ def _transition(cur, email_id, from_statuses, assignments, event, detail=None):
 
 def claim_for_sending(cur, email_id):
     """Move a waiting message to SENDING and count the attempt; None if it is not waiting."""
-    return _transition(
-        cur, email_id, ["PENDING"], "status = 'SENDING', attempts = attempts + 1", "sending"
-    )
+    return _transition(cur, email_id, ["PENDING"], "status = 'SENDING', attempts = attempts + 1", "sending")
 
 
 def mark_sent(cur, email_id, smtp_response):

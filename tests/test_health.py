@@ -1,0 +1,22 @@
+"""GET /healthz and GET /readyz."""
+
+from emailsvc import create_app
+
+
+def test_healthz_needs_no_key(client):
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_is_200_when_both_backends_answer(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["checks"] == {"database": True, "redis": True}
+
+
+def test_readyz_is_503_naming_what_is_down(settings):
+    app = create_app({**settings, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "service_unavailable" and error["details"] == {"database": True, "redis": False}
+    assert response.headers["Retry-After"]

@@ -1,0 +1,140 @@
+"""The delivery job: what the SMTP server receives, and how each outcome is recorded."""
+
+import socket
+
+import pytest
+from conftest import run_jobs
+
+VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
+
+
+def send(client, auth, **changes):
+    response = client.post("/email/send", json={**VALID, **changes}, headers=auth)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def log_of(client, auth, email_id):
+    return client.get(f"/email/logs/{email_id}", headers=auth).get_json()
+
+
+def test_text_message_arrives_with_the_contract_headers(client, auth, app, smtp):
+    email_id = send(client, auth, **{"from": "Shop <shop@example.com>"}, cc=["c@example.com"],
+                    bcc=["hidden@example.com"], reply_to="help@example.com",
+                    headers={"X-Campaign": "nov", "List-Unsubscribe": "<mailto:u@example.com>"})  # fmt: skip
+    run_jobs(app)
+    [(mail_from, rcpt_tos, msg)] = smtp.received
+    assert mail_from == "shop@example.com"
+    assert rcpt_tos == ["alice@example.com", "c@example.com", "hidden@example.com"]
+    assert msg["From"] == "Shop <shop@example.com>"
+    assert msg["To"] == "alice@example.com" and msg["Cc"] == "c@example.com"
+    assert msg["Bcc"] is None
+    assert msg["Reply-To"] == "help@example.com"
+    assert msg["Message-ID"] == f"<{email_id}@example.com>"
+    assert msg["Date"] and msg["X-Campaign"] == "nov"
+    assert msg["List-Unsubscribe"] == "<mailto:u@example.com>"
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content().strip() == "Hi Alice"
+
+
+def test_html_and_text_become_multipart_alternative_with_rfc2047_subject(client, auth, app, smtp):
+    send(client, auth, subject="Grüße — 你好", html="<p>Hallo</p>")
+    run_jobs(app)
+    [(_, _, msg)] = smtp.received
+    raw_subject = msg.as_bytes().split(b"\nSubject: ", 1)[1].split(b"\n", 1)[0]
+    assert raw_subject.startswith(b"=?utf-8?")  # encoded on the wire, ASCII only
+    assert msg["Subject"] == "Grüße — 你好"
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = [(p.get_content_type(), p.get_content().strip()) for p in msg.iter_parts()]
+    assert parts == [("text/plain", "Hi Alice"), ("text/html", "<p>Hallo</p>")]
+
+
+def test_html_only_message(client, auth, app, smtp):
+    send(client, auth, body=None, html="<b>only</b>")
+    run_jobs(app)
+    [(_, _, msg)] = smtp.received
+    assert msg.get_content_type() == "text/html"
+
+
+def test_success_records_sent_with_the_server_reply(client, auth, app, smtp):
+    email_id = send(client, auth)
+    run_jobs(app)
+    log = log_of(client, auth, email_id)
+    assert log["status"] == "SENT" and log["attempts"] == 1
+    assert log["sent_at"] and log["failed_at"] is None
+    assert log["events"][-1] == {**log["events"][-1], "type": "sent", "detail": "250 2.0.0 Ok: queued"}
+
+
+def test_451_is_retried_then_sent(client, auth, app, smtp):
+    smtp.data_replies.extend(["451 4.3.0 Try again later"] * 2)
+    email_id = send(client, auth)
+    run_jobs(app)
+    log = log_of(client, auth, email_id)
+    assert log["status"] == "SENT" and log["attempts"] == 3
+    assert len(smtp.received) == 1
+    types = [e["type"] for e in log["events"]]
+    assert types == ["pending", "sending", "attempt_failed", "sending", "attempt_failed", "sending", "sent"]
+    assert log["events"][2]["detail"] == "451 4.3.0 Try again later"
+
+
+def test_always_451_fails_after_one_attempt_and_three_retries(client, auth, app, smtp):
+    smtp.default_reply = "451 4.3.0 Mailbox busy"
+    email_id = send(client, auth)
+    run_jobs(app)
+    log = log_of(client, auth, email_id)
+    assert log["status"] == "FAILED" and log["attempts"] == 4
+    assert log["failed_at"] and "451 4.3.0 Mailbox busy" in log["error_message"]
+    assert smtp.received == []
+
+
+@pytest.mark.parametrize("where", ["rcpt", "data"])
+def test_550_fails_at_once_with_the_server_reply(client, auth, app, smtp, where):
+    if where == "rcpt":
+        smtp.refused_recipients["nobody@example.com"] = "550 5.1.1 No such user"
+    else:
+        smtp.data_replies.append("550 5.7.1 Message rejected")
+    email_id = send(client, auth, to="nobody@example.com")
+    run_jobs(app)
+    log = log_of(client, auth, email_id)
+    assert log["status"] == "FAILED" and log["attempts"] == 1
+    assert ("550 5.1.1 No such user" if where == "rcpt" else "550 5.7.1 Message rejected") in log["error_message"]
+
+
+def test_smtp_server_unreachable_is_transient_and_ends_failed(settings, auth):
+    from conftest import make_key
+
+    from emailsvc import create_app
+
+    app = create_app({**settings, "SMTP_PORT": "1"})
+    client = app.test_client()
+    headers = {"X-API-Key": make_key(app)}
+    email_id = send(client, headers)
+    run_jobs(app)
+    log = log_of(client, headers, email_id)
+    assert log["status"] == "FAILED" and log["attempts"] == 4
+    assert "ConnectionRefusedError" in log["error_message"]
+
+
+def test_a_duplicate_job_sends_nothing(client, auth, app, smtp):
+    email_id = send(client, auth)
+    run_jobs(app)
+    from emailsvc.jobs import enqueue_delivery
+
+    with app.app_context():
+        enqueue_delivery(email_id)
+    run_jobs(app)
+    assert len(smtp.received) == 1
+
+
+def test_connection_is_reused_between_messages_and_reopened_after_a_drop(client, auth, app, smtp):
+    for _ in range(3):
+        send(client, auth)
+    run_jobs(app)
+    mailer = app.extensions["emailsvc"].mailer
+    first = mailer._smtp
+    assert first is not None and len(smtp.received) == 3
+    first.sock.shutdown(socket.SHUT_RDWR)  # the connection dies while idle
+    email_id = send(client, auth)
+    run_jobs(app)
+    assert len(smtp.received) == 4 and mailer._smtp is not first
+    assert log_of(client, auth, email_id)["attempts"] == 1  # reconnected in place, not a failed attempt
