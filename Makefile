@@ -27,8 +27,8 @@ dashboard: install  ## rq-dashboard on 127.0.0.1:9181 behind HTTP Basic Auth
 	bin/dashboard
 
 test: install  ## the whole suite, fault tests included, against its own database and Redis db
-	@$(SERVICES); TEST_DATABASE_URL="$$EMAILSVC_PG/emailsvc_test" \
-	  TEST_REDIS_URL="$$EMAILSVC_REDIS/15" $(PY) -m pytest $(PYTEST_ARGS)
+	@$(SERVICES); export TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$EMAILSVC_PG/emailsvc_test}" \
+	  TEST_REDIS_URL="$${TEST_REDIS_URL:-$$EMAILSVC_REDIS/15}"; $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: PYTEST_ARGS = -m "not slow"
 test-fast: test  ## the suite without the slow fault tests

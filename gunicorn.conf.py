@@ -18,3 +18,6 @@ keepalive = 5
 # Logs on stdout/stderr for the process manager to collect.
 accesslog = "-"
 errorlog = "-"
+# The runtime control socket is one per user by default: several instances on one host (tests,
+# benchmarks) would fight over it, and signals already cover reloads and stops.
+control_socket_disable = True

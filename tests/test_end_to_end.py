@@ -1,6 +1,7 @@
 """The real processes together: gunicorn, worker.py and the development SMTP sink, over HTTP."""
 
 import email
+import socket
 from email import policy
 
 from conftest import PYTHON, free_port, http, make_key, wait_for
@@ -16,6 +17,7 @@ def test_send_over_http_lands_in_the_sink_and_reads_back_sent(app, processes, tm
     processes.start(PYTHON, "worker.py", name="worker")
     base, auth = f"http://127.0.0.1:{api}", {"Authorization": f"Bearer {key}"}
     wait_for(lambda: _answers(base + "/readyz"), message="the API to be ready")
+    wait_for(lambda: _listens(smtp_port), message="the sink to listen")
 
     status, headers, log = http("POST", base + "/email/send", {"to": "Bob <bob@example.com>",
                                 "subject": "Ça marche", "body": "Hello", "html": "<p>Hello</p>"}, auth)  # fmt: skip
@@ -34,6 +36,14 @@ def test_send_over_http_lands_in_the_sink_and_reads_back_sent(app, processes, tm
 def _answers(url):
     try:
         return http("GET", url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def _listens(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
     except OSError:
         return False
 
