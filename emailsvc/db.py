@@ -23,6 +23,7 @@ CONNECT_OPTIONS = {
     "keepalives_interval": 3,
     "keepalives_count": 3,
     "options": "-c statement_timeout=15000",
+    "application_name": "emailsvc",  # so operators can tell our sessions apart in pg_stat_activity
 }
 
 
@@ -47,9 +48,11 @@ class Database:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.max_connections, self.url, **CONNECT_OPTIONS
-                    )
+                    pool = psycopg2.pool.ThreadedConnectionPool(0, self.max_connections, self.url, **CONNECT_OPTIONS)
+                    # psycopg2 closes every returned connection beyond `minconn`; we want none opened
+                    # up front (minconn 0 above) yet up to `max_connections` kept open for reuse.
+                    pool.minconn = self.max_connections
+                    self._pool = pool
                     self._pid = os.getpid()
         return self._pool
 

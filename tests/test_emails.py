@@ -142,3 +142,18 @@ def test_unknown_log_is_404(client, auth, email_id):
     response = client.get(f"/email/logs/{email_id}", headers=auth)
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_requests_reuse_database_connections(client, auth, database):
+    def sessions():
+        with psycopg2.connect(database) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'emailsvc'"
+            )
+            return {pid for (pid,) in cur.fetchall()}
+
+    send(client, auth)
+    kept = sessions()
+    for _ in range(5):
+        assert send(client, auth).status_code == 201
+    assert kept and sessions() == kept
