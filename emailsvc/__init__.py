@@ -2,6 +2,7 @@
 
 from flask import Flask
 
+from . import openapi
 from .auth import load_api_key
 from .cli import register_commands
 from .config import load_config
@@ -25,5 +26,6 @@ def create_app(config=None):
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(emails.bp)
+    app.register_blueprint(openapi.bp)
     register_commands(app)
     return app
