@@ -18,6 +18,9 @@ keepalive = 5
 # Logs on stdout/stderr for the process manager to collect.
 accesslog = "-"
 errorlog = "-"
+# The default format plus the time taken, the worker's pid and the X-Request-ID, so an access line
+# can be matched with the application's own log lines of the same request.
+access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms %(p)s request_id=%({x-request-id}o)s "%(a)s"'
 # The runtime control socket is one per user by default: several instances on one host (tests,
 # benchmarks) would fight over it, and signals already cover reloads and stops.
 control_socket_disable = True

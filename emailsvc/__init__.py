@@ -2,10 +2,12 @@
 
 from flask import Flask
 
+from . import openapi
 from .auth import load_api_key
 from .cli import register_commands
 from .config import load_config
 from .errors import register_error_handlers
+from .limits import init_limiter
 from .services import Services
 from .views import emails, health
 from .web import register_request_hooks
@@ -17,10 +19,13 @@ def create_app(config=None):
     app.config.update(load_config(config))
     app.json.sort_keys = False
     app.extensions["emailsvc"] = Services(app.config)
+    # before_request hooks run in this order: request ID, then the key, then the count keyed on it.
     register_request_hooks(app)
     app.before_request(load_api_key)
+    init_limiter(app)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(emails.bp)
+    app.register_blueprint(openapi.bp)
     register_commands(app)
     return app

@@ -7,7 +7,9 @@ from email.utils import parseaddr
 
 from email_validator import EmailNotValidError, validate_email
 
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls and DEL, plus what Python's email package also treats as line breaks (NEL, U+2028/9):
+# it refuses to build a header holding any of them, so they are refused at the API instead.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 _registry = HeaderRegistry()
 
 

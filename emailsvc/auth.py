@@ -59,6 +59,7 @@ def require_scope(scope):
                 raise Forbidden(f"This API key lacks the '{scope}' scope.")
             return view(*args, **kwargs)
 
+        guarded.required_scope = scope  # read by the OpenAPI document
         return guarded
 
     return decorator

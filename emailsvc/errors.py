@@ -2,25 +2,44 @@
 
 import logging
 
-from flask import jsonify
-from marshmallow import ValidationError
+from flask import current_app, jsonify
+from marshmallow import Schema, ValidationError, fields
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "rate_limited",
-    503: "service_unavailable",
+# Flask's and werkzeug's own errors (unknown route, wrong method, body too large, rate limited):
+# the stable code clients branch on, and a message that says what to do.
+HTTP_ERRORS = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("unauthorized", "A valid API key is required."),
+    403: ("forbidden", "This API key may not do that."),
+    404: ("not_found", "There is nothing at this path."),
+    405: ("method_not_allowed", "This method is not allowed here; the Allow header lists those that are."),
+    409: ("conflict", "The request conflicts with the current state."),
+    413: ("payload_too_large", "The request body is larger than the limit of {limit} bytes."),
+    415: ("unsupported_media_type", "Send the body as application/json."),
+    422: ("validation_error", "Invalid request body."),
+    429: ("rate_limited", "Too many requests ({limit}); retry after the number of seconds in Retry-After."),
+    503: ("service_unavailable", "The service is temporarily unavailable."),
 }
+
+
+class ErrorDetailSchema(Schema):
+    """The inside of every error response."""
+
+    code = fields.String(required=True, metadata={"description": "Stable, machine-readable; branch on this."})
+    message = fields.String(required=True, metadata={"description": "For people; may change."})
+    details = fields.Raw(metadata={"description": "Present on some errors, e.g. field → messages on a 422."})
+
+
+class ErrorSchema(Schema):
+    """`{"error": {"code", "message", "details"?}}`: the body of every 4xx and 5xx."""
+
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+error_schema = ErrorSchema()
 
 
 class ApiError(Exception):
@@ -54,6 +73,10 @@ class Unauthorized(ApiError):
 
     status, code, message = 401, "unauthorized", "A valid API key is required."
 
+    def __init__(self, message=None, details=None):
+        # RFC 6750: a 401 names the scheme that would have worked.
+        super().__init__(message, details, {"WWW-Authenticate": 'Bearer realm="emailsvc"'})
+
 
 class Forbidden(ApiError):
     """The key lacks the scope."""
@@ -65,6 +88,12 @@ class NotFound(ApiError):
     """No such resource."""
 
     status, code, message = 404, "not_found", "Not found."
+
+
+class IdempotencyConflict(ApiError):
+    """The Idempotency-Key was used before with a different body."""
+
+    status, code, message = 409, "idempotency_conflict", "This Idempotency-Key was used with a different request body."
 
 
 class UnsupportedMediaType(ApiError):
@@ -93,7 +122,7 @@ def error_response(status, code, message, details=None, headers=None):
     error = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    response = jsonify({"error": error})
+    response = jsonify(error_schema.dump({"error": error}))
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -104,9 +133,14 @@ def handle_api_error(exc):
 
 
 def handle_http_exception(exc):
+    # Keep headers such as Allow (405); the body is ours.
     headers = {k: v for k, v in exc.get_headers() if k.lower() not in ("content-type", "content-length")}
-    message = exc.description or exc.name
-    return error_response(exc.code, HTTP_CODES.get(exc.code, "error"), message, headers=headers)
+    code, message = HTTP_ERRORS.get(exc.code, ("error", exc.name))
+    if exc.code == 413:
+        message = message.format(limit=current_app.config["MAX_CONTENT_LENGTH"])
+    elif exc.code == 429:
+        message = message.format(limit=exc.description)  # flask-limiter puts the limit, e.g. "120 per 1 minute"
+    return error_response(exc.code, code, message, headers=headers)
 
 
 def handle_validation_error(exc):

@@ -90,11 +90,11 @@ class EventSchema(Schema):
 
     type = fields.String()
     at = fields.DateTime()
-    detail = fields.String()
+    detail = fields.String(allow_none=True)
 
 
 class LogSchema(Schema):
-    """A log row as clients see it."""
+    """A log row as clients see it; `allow_none` tells the OpenAPI document which fields may be null."""
 
     id = fields.UUID()
     status = fields.String()
@@ -102,19 +102,19 @@ class LogSchema(Schema):
     to = fields.List(fields.String(), attribute="to_addrs")
     cc = fields.List(fields.String(), attribute="cc_addrs")
     bcc = fields.List(fields.String(), attribute="bcc_addrs")
-    reply_to = fields.String()
+    reply_to = fields.String(allow_none=True)
     subject = fields.String()
-    body = fields.String()
-    html = fields.String()
+    body = fields.String(allow_none=True)
+    html = fields.String(allow_none=True)
     metadata = fields.Dict()
     attempts = fields.Integer()
-    error_message = fields.String()
+    error_message = fields.String(allow_none=True)
     message_id = fields.String()
     created_at = fields.DateTime()
-    scheduled_at = fields.DateTime()
-    sent_at = fields.DateTime()
-    failed_at = fields.DateTime()
-    delivered_at = fields.DateTime()
+    scheduled_at = fields.DateTime(allow_none=True)
+    sent_at = fields.DateTime(allow_none=True)
+    failed_at = fields.DateTime(allow_none=True)
+    delivered_at = fields.DateTime(allow_none=True)
 
 
 class LogWithEventsSchema(LogSchema):
@@ -123,6 +123,21 @@ class LogWithEventsSchema(LogSchema):
     events = fields.List(fields.Nested(EventSchema))
 
 
+class HealthSchema(Schema):
+    """The answer of GET /healthz."""
+
+    status = fields.String(metadata={"example": "ok"})
+
+
+class ReadySchema(Schema):
+    """The answer of GET /readyz: each backend and whether it answered."""
+
+    status = fields.String(metadata={"example": "ready"})
+    checks = fields.Dict(keys=fields.String(), values=fields.Boolean())
+
+
 send_schema = SendSchema()
 log_schema = LogSchema()
 log_with_events_schema = LogWithEventsSchema()
+health_schema = HealthSchema()
+ready_schema = ReadySchema()

@@ -1,14 +1,20 @@
-"""Request plumbing shared by the blueprints: request IDs and JSON bodies."""
+"""Request plumbing shared by the blueprints: request IDs (on responses and log lines), proxies, JSON bodies."""
 
 import json
+import logging
 import re
 import uuid
 
-from flask import g, request
+from flask import g, has_app_context, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .errors import InvalidJson, UnsupportedMediaType
+from .errors import InvalidJson, InvalidParameter, UnsupportedMediaType, ValidationFailed
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# PostgreSQL text cannot hold NUL, and UTF-8 cannot encode a lone surrogate (JSON's "\ud800").
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+UNSTORABLE_MESSAGE = "Must not contain NUL characters or unpaired surrogates."
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 def assign_request_id():
@@ -28,14 +34,73 @@ def json_body():
         raise UnsupportedMediaType()
     try:
         body = json.loads(request.get_data())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidJson() from exc
     if not isinstance(body, dict):
         raise InvalidJson()
+    refused = sorted(key for key, value in body.items() if _holds_unstorable(key, value))
+    if refused:
+        raise ValidationFailed(details={key: [UNSTORABLE_MESSAGE] for key in refused})
     return body
 
 
+def _holds_unstorable(*values):
+    """Whether a string anywhere in `values` (keys included) holds what the database cannot store."""
+    stack = list(values)
+    while stack:  # not recursive: a parsed body can be nested nearly as deep as the recursion limit
+        value = stack.pop()
+        if isinstance(value, str):
+            if UNSTORABLE.search(value):
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+def refuse_unstorable_query():
+    """A query parameter holding NUL (`?to=%00`) is malformed: 400, before any view sends it to SQL."""
+    if any(UNSTORABLE.search(key) or UNSTORABLE.search(value) for key, value in request.args.items(multi=True)):
+        raise InvalidParameter("Query parameters must not contain NUL characters.")
+
+
+def _with_request_id(make_record):
+    def make(*args, **kwargs):
+        record = make_record(*args, **kwargs)
+        record.request_id = g.get("request_id", "-") if has_app_context() else "-"
+        return record
+
+    make.adds_request_id = True
+    return make
+
+
+def configure_logging():
+    """Stamp every log record with its request's ID, and log to stderr unless the host configured logging."""
+    if not getattr(logging.getLogRecordFactory(), "adds_request_id", False):
+        logging.setLogRecordFactory(_with_request_id(logging.getLogRecordFactory()))
+    root = logging.getLogger()
+    if not root.handlers:  # gunicorn leaves the root logger alone; worker.py and pytest set their own
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def trust_proxies(app):
+    """Take the client address from X-Forwarded-For, but only from the TRUSTED_PROXIES hops nearest us."""
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops > 0:
+        # Each proxy appends the address it saw; entries before the last `hops` are the client's own
+        # word and are ignored, so a forged header cannot move a client into another rate-limit bucket.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)
+
+
 def register_request_hooks(app):
-    """Give every request and response an X-Request-ID."""
+    """Give every request and response an X-Request-ID, every log line too, and trust only our proxies."""
+    configure_logging()
+    trust_proxies(app)
     app.before_request(assign_request_id)
+    app.before_request(refuse_unstorable_query)
     app.after_request(add_request_id)

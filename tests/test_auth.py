@@ -41,3 +41,28 @@ def test_key_without_the_scope_is_403(client, app):
     response = client.post("/email/send", json=SEND, headers=read_only)
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("style", ["bearer", "x-api-key"])
+def test_a_revoked_key_is_refused_at_once(client, app, database, style):
+    key = make_key(app)
+    headers = {"Authorization": f"Bearer {key}"} if style == "bearer" else {"X-API-Key": key}
+    assert client.get("/email/logs/x", headers=headers).status_code == 404
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE api_keys SET revoked_at = now()")
+    response = client.get("/email/logs/x", headers=headers)
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_each_scope_opens_only_its_own_endpoints(client, app):
+    sender, reader = {"X-API-Key": make_key(app, scopes=["send"])}, {"X-API-Key": make_key(app, scopes=["read"])}
+    log = client.post("/email/send", json=SEND, headers=sender)
+    assert log.status_code == 201
+    assert client.get(f"/email/logs/{log.get_json()['id']}", headers=sender).status_code == 403
+    assert client.get(f"/email/logs/{log.get_json()['id']}", headers=reader).status_code == 200
+    assert client.post("/email/send", json=SEND, headers=reader).status_code == 403
+
+
+def test_the_key_is_checked_before_the_body(client):
+    response = client.post("/email/send", data="not json", content_type="text/plain")
+    assert response.status_code == 401

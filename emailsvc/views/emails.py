@@ -9,12 +9,15 @@ from ..addresses import domain_of
 from ..auth import require_scope
 from ..errors import NotFound, ServiceUnavailable, ValidationFailed
 from ..jobs import enqueue_delivery
+from ..openapi import document
 from ..queries.emails import get_email, insert_email, list_events, mark_failed
 from ..schemas import log_schema, log_with_events_schema, send_schema
 from ..services import get_services
 from ..web import json_body
 
 bp = Blueprint("emails", __name__, url_prefix="/email")
+SEND_EXAMPLE = {"to": ["Alice <alice@example.com>"], "subject": "Your order has shipped", "body": "It is on its way.",
+                "html": "<p>It is on its way.</p>", "metadata": {"order_id": "42"}}  # fmt: skip
 QUEUE_DOWN = "The queue was unavailable, so the message was not queued."
 
 
@@ -26,6 +29,7 @@ def check_sender(sender):
 
 
 @bp.post("/send")
+@document(body=send_schema, example=SEND_EXAMPLE, response=log_schema, status=201)
 @require_scope("send")
 def send():
     """Validate, record as PENDING, queue, and answer 201 with the log."""
@@ -53,6 +57,7 @@ def send():
 
 
 @bp.get("/logs/<email_id>")
+@document(response=log_with_events_schema, errors=[404])
 @require_scope("read")
 def get_log(email_id):
     """Return one log with its events, oldest first."""

@@ -4,18 +4,22 @@ from flask import Blueprint
 from redis.exceptions import RedisError
 
 from ..errors import ServiceUnavailable
+from ..openapi import document
+from ..schemas import health_schema, ready_schema
 from ..services import get_services
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@document(response=health_schema)
 def healthz():
     """Answer while the process runs."""
-    return {"status": "ok"}
+    return health_schema.dump({"status": "ok"})
 
 
 @bp.get("/readyz")
+@document(response=ready_schema, errors=[503])
 def readyz():
     """Answer 200 when PostgreSQL and Redis both answer, else 503 naming what is down."""
     services = get_services()
@@ -27,4 +31,4 @@ def readyz():
     if not all(checks.values()):
         down = sorted(name for name, ok in checks.items() if not ok)
         raise ServiceUnavailable(f"Not ready: {', '.join(down)} unavailable.", details=checks)
-    return {"status": "ready", "checks": checks}
+    return ready_schema.dump({"status": "ready", "checks": checks})

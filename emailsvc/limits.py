@@ -1,0 +1,122 @@
+"""Rate limits (flask-limiter, counted in Redis): RATELIMIT_DEFAULT over every route, extra route limits."""
+
+import functools
+import logging
+import math
+import time
+
+from flask import g, has_request_context, request
+from flask_limiter import Limit, Limiter
+from limits import parse_many
+from limits.storage import RedisStorage
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# Load balancers poll these many times a second, and a probe must never be refused.
+UNLIMITED = {"health.healthz", "health.readyz"}
+# Extra limits, each counted on its own on top of RATELIMIT_DEFAULT: endpoint → the setting holding it.
+ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND"}
+
+# A fixed window: the first hit starts it; the TTL comes back with the count, in the same round trip.
+INCR_WITH_TTL = """
+local current = redis.call("incrby", KEYS[1], ARGV[2])
+if current == tonumber(ARGV[2]) then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("ttl", KEYS[1])}
+"""
+
+
+class WindowRedisStorage(RedisStorage):
+    """Redis storage whose increment also returns the window's end, so the X-RateLimit headers cost
+    no second round trip: a request costs one EVALSHA per limit that applies to it."""
+
+    STORAGE_SCHEME = ["emailsvc+redis"]
+
+    def initialize_storage(self, uri):
+        super().initialize_storage(uri)
+        self.lua_incr_with_ttl = self.get_connection().register_script(INCR_WITH_TTL)
+
+    def incr(self, key, expiry, amount=1):
+        count, ttl = self.lua_incr_with_ttl([self.prefixed_key(key)], [expiry, amount])
+        _seen_windows()[key] = (count, time.time() + max(ttl, 0))
+        return count
+
+    def get(self, key):
+        seen = _seen_windows().get(key)
+        return seen[0] if seen else super().get(key)
+
+    def get_expiry(self, key):
+        seen = _seen_windows().get(key)
+        return seen[1] if seen else super().get_expiry(key)
+
+
+def _seen_windows():
+    """The (count, window end) this request's increments returned, by limit key."""
+    if not has_request_context():
+        return {}
+    if "rate_windows" not in g:
+        g.rate_windows = {}
+    return g.rate_windows
+
+
+def client_key():
+    """Count per API key when the request carries a valid one, else per client address (after ProxyFix)."""
+    api_key = g.get("api_key")
+    return f"key:{api_key['id']}" if api_key else f"addr:{request.remote_addr}"
+
+
+def _not_at(endpoint):
+    return request.endpoint != endpoint
+
+
+def add_headers(limiter, response):
+    """X-RateLimit-* of the limit closest to running out on every counted response; Retry-After on a 429."""
+    counted = limiter.current_limits
+    if not counted:
+        return response
+    try:
+        tightest = next((c for c in counted if c.breached), None) or min(counted, key=lambda c: c.remaining)
+        window_end, remaining = tightest.window
+    except RedisError:  # Redis went away since the count; the response matters more than its headers
+        log.warning("rate-limit headers skipped: Redis unavailable")
+        return response
+    response.headers["X-RateLimit-Limit"] = str(tightest.limit.amount)
+    response.headers["X-RateLimit-Remaining"] = str(remaining)
+    response.headers["X-RateLimit-Reset"] = str(math.ceil(window_end))
+    if response.status_code == 429:
+        response.headers["Retry-After"] = str(max(1, math.ceil(window_end - time.time())))
+    return response
+
+
+def init_limiter(app):
+    """Count every request but health probes; register after load_api_key, whose g.api_key it counts by."""
+    for setting in ("RATELIMIT_DEFAULT", *ROUTE_LIMITS.values()):
+        parse_many(app.config[setting])  # a malformed limit stops the app at start, not at each request
+    # Both kinds are "default" limits, so flask-limiter never reads its own RATELIMIT_DEFAULT setting
+    # (the same name as ours) as a second, per-route limit; `shared` keeps one count across routes.
+    limits = [Limit(app.config["RATELIMIT_DEFAULT"], scope="all", shared=True)]
+    for endpoint, setting in ROUTE_LIMITS.items():
+        limits.append(
+            Limit(app.config[setting], scope=endpoint, shared=True, exempt_when=functools.partial(_not_at, endpoint))
+        )
+    limiter = Limiter(
+        client_key,
+        default_limits=limits,
+        storage_uri="emailsvc+redis://",
+        # The queue's pool: same short timeouts, one set of connections per process.
+        storage_options={"connection_pool": app.extensions["emailsvc"].redis.connection_pool},
+        strategy="fixed-window",
+        headers_enabled=False,  # add_headers writes them, without flask-limiter's Retry-After on every 200
+        # Redis down: count in this process's memory instead, and look for Redis again with backoff
+        # (at most every 32 s); any other limiter failure is logged, never a 500. See docs/api.md.
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
+        # Unknown routes and wrong methods count too: probing is traffic.
+        request_identifier=lambda: request.endpoint or "unrouted",
+    )
+    limiter.request_filter(lambda: request.endpoint in UNLIMITED)
+    limiter.init_app(app)
+    app.after_request(functools.partial(add_headers, limiter))
+    return limiter
