@@ -6,7 +6,7 @@ the log and each change costs one round trip; the same statement queues the chan
 
 from psycopg2.extras import Json
 
-from .webhooks import QUEUE_WEBHOOKS
+from .webhooks import queue_webhooks_cte
 
 INSERT_COLUMNS = (
     "id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
@@ -50,7 +50,7 @@ def _transition(cur, email_id, from_statuses, assignments, event, detail=None):
                 WHERE id = %(id)s AND status = ANY(%(from)s) RETURNING *
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail) SELECT id, %(event)s, %(detail)s FROM e
-            ), {QUEUE_WEBHOOKS}
+            ){queue_webhooks_cte(event)}
             SELECT * FROM e""",
         {"id": email_id, "from": list(from_statuses), "event": event, "detail": detail},
     )

@@ -1,5 +1,7 @@
 """SQL for outbound webhooks: endpoints, the deliveries of each status change, and their attempts."""
 
+from ..schemas import WEBHOOK_EVENTS
+
 # A CTE for a statement whose CTE `e` holds the emails rows a change left and whose %(event)s names
 # the change: one pending delivery per enabled endpoint subscribed to "email.<event>". It runs in the
 # statement that makes the change, so no crash can lose a notification; the dispatcher sends it.
@@ -8,6 +10,12 @@ QUEUE_WEBHOOKS = """webhooks AS (
     SELECT w.id, e.id, 'email.' || %(event)s, to_jsonb(e) - 'body' - 'html'
     FROM e JOIN webhook_endpoints w ON w.disabled_at IS NULL AND 'email.' || %(event)s = ANY(w.events)
 )"""
+
+
+def queue_webhooks_cte(event):
+    """Return `, <QUEUE_WEBHOOKS>` for a change endpoints can subscribe to, else "" (e.g. `sending` costs nothing)."""
+    return f", {QUEUE_WEBHOOKS}" if f"email.{event}" in WEBHOOK_EVENTS else ""
+
 
 ENDPOINT_COLUMNS = "id, url, events, created_at, failing_since, disabled_at"
 
