@@ -18,7 +18,14 @@ import psycopg2.errors
 from flask import current_app
 from rq import Queue
 
-from .queries.webhooks import abandon_delivery, claim_delivery, claim_due_deliveries, get_delivery_log, record_attempt
+from .queries.webhooks import (
+    abandon_delivery,
+    abandon_waiting_deliveries,
+    claim_delivery,
+    claim_due_deliveries,
+    get_delivery_log,
+    record_attempt,
+)
 from .schemas import webhook_id, webhook_log_schema
 from .services import get_services
 from .signing import sign_webhook
@@ -83,8 +90,10 @@ def deliver_webhook(delivery_id):
     retry_in = intervals[delivery["attempts"]] if delivery["attempts"] < len(intervals) else None
     try:
         with db.cursor() as cur:
-            if record_attempt(cur, delivery_id, attempt, retry_in, DISABLE_AFTER):
-                log.warning("webhook endpoint of delivery %s failed for a day and is now disabled", delivery_id)
+            endpoint = record_attempt(cur, delivery_id, attempt, retry_in, DISABLE_AFTER)
+            if endpoint and endpoint["disabled_at"]:
+                log.warning("webhook endpoint %s failed for a day and is disabled", endpoint["id"])
+                abandon_waiting_deliveries(cur, endpoint["id"])
     except psycopg2.errors.ForeignKeyViolation:
         log.info("webhook delivery %s was deleted with its endpoint during the attempt", delivery_id)
 

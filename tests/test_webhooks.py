@@ -155,16 +155,20 @@ def test_an_endpoint_failing_for_a_day_is_disabled(client, auth, app, receiver, 
     send(client, auth)
     run_jobs(app)
     run_webhooks(app)
-    _age_failures(database, hours=25)  # the fake clock: its first failure was a day ago
+    _sql(database, "UPDATE webhook_endpoints SET failing_since = now() - interval '25 hours'")  # the fake clock
+    waiting = send(client, auth)
+    run_jobs(app)
+    _sql(database, "UPDATE webhook_deliveries SET next_attempt_at = now() + interval '1 hour' WHERE state = 'pending'")
     receiver.requests.clear()
-    send(client, auth)
     send(client, auth)
     run_jobs(app)
     run_webhooks(app)
-    assert len(receiver.requests) == 1  # one more failure disables it; the rest is given up unsent
+    assert len(receiver.requests) == 1  # this failure disables it, and the waiting delivery is given up unsent
     [listed] = client.get("/webhooks", headers=auth).get_json()["items"]
     assert listed["status"] == "disabled" and listed["disabled_at"]
-    assert all(d["status"] == "failed" for d in deliveries(client, auth, endpoint["id"])["items"])
+    items = deliveries(client, auth, endpoint["id"])["items"]
+    assert all(d["status"] == "failed" for d in items)
+    assert [d["attempts"] for d in items if d["email_id"] == waiting] == [[]]
     send(client, auth)
     run_jobs(app)
     run_webhooks(app)
@@ -269,8 +273,8 @@ def _verifies(secret, headers, body):
         return False
 
 
-def _age_failures(database, hours):
+def _sql(database, statement):
     conn = psycopg2.connect(database)
     with conn, conn.cursor() as cur:
-        cur.execute("UPDATE webhook_endpoints SET failing_since = now() - make_interval(hours => %s)", (hours,))
+        cur.execute(statement)
     conn.close()

@@ -97,8 +97,15 @@ def abandon_delivery(cur, delivery_id):
     cur.execute("UPDATE webhook_deliveries SET state = 'failed' WHERE id = %s", (delivery_id,))
 
 
+def abandon_waiting_deliveries(cur, endpoint_id):
+    """Give up every delivery of an endpoint that waits for a retry (the endpoint was disabled)."""
+    cur.execute(
+        "UPDATE webhook_deliveries SET state = 'failed' WHERE endpoint_id = %s AND state = 'pending'", (endpoint_id,)
+    )
+
+
 def record_attempt(cur, delivery_id, attempt, retry_in, disable_after):
-    """Record one attempt and its outcome in one statement; return the endpoint's disabled_at.
+    """Record one attempt and its outcome in one statement; return the endpoint's id and disabled_at.
 
     `attempt` holds status_code, error, response, duration_ms and ok. A failure waits `retry_in`
     seconds for the next try (None: give up) and disables the endpoint once it has failed without a
@@ -119,11 +126,10 @@ def record_attempt(cur, delivery_id, attempt, retry_in, disable_after):
                disabled_at = CASE WHEN NOT %(ok)s AND failing_since <= now() - make_interval(secs => %(disable_after)s)
                                   THEN coalesce(disabled_at, now()) ELSE disabled_at END
            WHERE id = (SELECT endpoint_id FROM d)
-           RETURNING disabled_at""",
+           RETURNING id, disabled_at""",
         {**attempt, "id": delivery_id, "retry_in": retry_in, "disable_after": disable_after},
     )
-    row = cur.fetchone()
-    return row and row["disabled_at"]
+    return cur.fetchone()
 
 
 def list_deliveries(cur, endpoint_id, limit, before=None):
