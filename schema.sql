@@ -53,8 +53,6 @@ ALTER TABLE email_events ADD COLUMN IF NOT EXISTS dedupe_key bytea;
 -- POST /email/webhooks/delivery: a replayed event is recorded once.
 CREATE UNIQUE INDEX IF NOT EXISTS email_events_dedupe_idx
     ON email_events (email_id, dedupe_key) WHERE dedupe_key IS NOT NULL;
--- POST /email/webhooks/delivery: relays name the message by its Message-ID.
-CREATE INDEX IF NOT EXISTS emails_message_id_idx ON emails (message_id);
 
 CREATE TABLE IF NOT EXISTS suppressions (
     address    text        PRIMARY KEY,  -- lower-cased addr-spec; serves the check on every send

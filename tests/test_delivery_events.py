@@ -64,6 +64,12 @@ def test_the_message_can_be_named_by_its_message_id(client, auth, sent, strip):
     assert log_of(client, auth, sent["id"])["status"] == "DELIVERED"
 
 
+def test_a_message_id_must_match_exactly(client, auth, sent):
+    foreign = sent["message_id"].split("@")[0] + "@elsewhere.example>"
+    assert event(client, message_id=foreign, event="delivered") == "unknown_message"
+    assert log_of(client, auth, sent["id"])["status"] == "SENT"
+
+
 def test_a_replayed_event_is_recorded_once(client, auth, sent):
     body = {"id": sent["id"], "event": "delivered", "occurred_at": "2026-01-02T03:04:05Z"}
     assert event(client, **body) == "applied"

@@ -17,12 +17,12 @@ TRANSITIONS = {
 LOCK_COLUMNS = "id, status, to_addrs, cc_addrs, bcc_addrs"
 
 
-def lock_email(cur, email_id=None, message_id=None):
-    """Return (and lock until the transaction ends) the message with this id, or else this Message-ID; or None."""
-    if email_id is not None:
-        cur.execute(f"SELECT {LOCK_COLUMNS} FROM emails WHERE id = %s FOR UPDATE", (email_id,))
-    else:
-        cur.execute(f"SELECT {LOCK_COLUMNS} FROM emails WHERE message_id = %s LIMIT 1 FOR UPDATE", (message_id,))
+def lock_email(cur, email_id, message_id=None):
+    """Return (and lock until the transaction ends) the message with this id and, if given, Message-ID; or None."""
+    cur.execute(
+        f"SELECT {LOCK_COLUMNS} FROM emails WHERE id = %s AND (%s::text IS NULL OR message_id = %s) FOR UPDATE",
+        (email_id, message_id, message_id),
+    )
     return cur.fetchone()
 
 
