@@ -45,3 +45,59 @@ CREATE TABLE IF NOT EXISTS email_events (
 );
 -- GET /email/logs/<id>: the events of one message, oldest first.
 CREATE INDEX IF NOT EXISTS email_events_email_id_idx ON email_events (email_id, id);
+
+-- Delivery truth: inbound delivery events, the suppression list, outbound webhooks.
+
+-- A delivery event's fingerprint; NULL for the service's own events.
+ALTER TABLE email_events ADD COLUMN IF NOT EXISTS dedupe_key bytea;
+-- POST /email/webhooks/delivery: a replayed event is recorded once.
+CREATE UNIQUE INDEX IF NOT EXISTS email_events_dedupe_idx
+    ON email_events (email_id, dedupe_key) WHERE dedupe_key IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS suppressions (
+    address    text        PRIMARY KEY,  -- lower-cased addr-spec; serves the check on every send
+    reason     text        NOT NULL,
+    email_id   uuid,                     -- the message whose bounce or complaint added it, if any
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- GET /suppressions: newest first, by cursor.
+CREATE INDEX IF NOT EXISTS suppressions_created_at_idx ON suppressions (created_at DESC, address DESC);
+
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    id            uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    url           text        NOT NULL,
+    events        text[]      NOT NULL,
+    secret        text        NOT NULL,  -- needed in clear to sign; never returned after creation
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    failing_since timestamptz,           -- first failure since the last success
+    disabled_at   timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),  -- the webhook-id, kept on redelivery
+    endpoint_id     uuid        NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    email_id        uuid        NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
+    type            text        NOT NULL,
+    snapshot        jsonb       NOT NULL,  -- the log as the change left it, without bodies
+    state           text        NOT NULL DEFAULT 'pending',  -- pending, queued, sending, succeeded, failed
+    attempts        integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),  -- when due; a lease while queued or sending
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+-- The dispatcher: deliveries that are due.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due_idx
+    ON webhook_deliveries (next_attempt_at) WHERE state IN ('pending', 'queued', 'sending');
+-- GET /webhooks/<id>/deliveries: newest first, by cursor.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint_idx ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
+
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    id          bigserial   PRIMARY KEY,
+    delivery_id uuid        NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    at          timestamptz NOT NULL DEFAULT now(),
+    status_code integer,  -- NULL when the receiver gave no HTTP answer
+    error       text,
+    response    text,     -- the start of the receiver's answer, for debugging
+    duration_ms integer   NOT NULL
+);
+-- GET /webhooks/<id>/deliveries: the attempts of a page of deliveries, oldest first.
+CREATE INDEX IF NOT EXISTS webhook_attempts_delivery_idx ON webhook_attempts (delivery_id, id);

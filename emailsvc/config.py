@@ -23,6 +23,8 @@ DEFAULTS = {
     "WEBHOOK_SECRET": "",
     "TRUSTED_PROXIES": "0",
     "WEBHOOK_RETRY_INTERVALS": "30,120,600,1800,3600,7200,21600,43200,86400",
+    "WEBHOOK_PROCESSES": "1",
+    "WEBHOOK_TIMEOUT": "5",
     "MAX_CONTENT_LENGTH": str(10 * 1024 * 1024),
 }
 
@@ -49,5 +51,7 @@ def load_config(environ=None):
         "WEBHOOK_SECRET": _split(raw["WEBHOOK_SECRET"]),
         "TRUSTED_PROXIES": int(raw["TRUSTED_PROXIES"]),
         "WEBHOOK_RETRY_INTERVALS": [int(s) for s in _split(raw["WEBHOOK_RETRY_INTERVALS"])],
+        "WEBHOOK_PROCESSES": int(raw["WEBHOOK_PROCESSES"]),
+        "WEBHOOK_TIMEOUT": float(raw["WEBHOOK_TIMEOUT"]),
         "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
     }

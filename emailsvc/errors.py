@@ -108,6 +108,13 @@ class ValidationFailed(ApiError):
     status, code, message = 422, "validation_error", "Invalid request body."
 
 
+class RecipientSuppressed(ApiError):
+    """A recipient is on the suppression list; `details` names the addresses."""
+
+    status, code = 422, "recipient_suppressed"
+    message = "Some recipients are on the suppression list (an earlier hard bounce, complaint or request)."
+
+
 class ServiceUnavailable(ApiError):
     """A backing service (PostgreSQL or Redis) cannot be reached."""
 

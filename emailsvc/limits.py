@@ -13,8 +13,10 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# Load balancers poll these many times a second, and a probe must never be refused.
-UNLIMITED = {"health.healthz", "health.readyz"}
+# Load balancers poll the probes many times a second, and a probe must never be refused. The relay's
+# delivery events carry no API key and would all count against its one address; the signature,
+# checked before anything else, is their guard.
+UNLIMITED = {"health.healthz", "health.readyz", "delivery_events.receive"}
 # Extra limits, each counted on its own on top of RATELIMIT_DEFAULT: endpoint → the setting holding it.
 ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND"}
 

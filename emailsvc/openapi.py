@@ -114,7 +114,8 @@ def _operation(endpoint, view, path):
     if limited:
         statuses.add(429)
     success = {"description": summary.strip() or "Success.", "headers": {"X-Request-ID": "X-Request-ID"}}
-    success["content"] = {"application/json": {"schema": doc["response"] or {"type": "object"}}}
+    if doc["status"] != 204:
+        success["content"] = {"application/json": {"schema": doc["response"] or {"type": "object"}}}
     if limited:
         success["headers"].update({name: name for name in RATE_HEADERS})
     operation["responses"] = {str(doc["status"]): success, **{str(s): ERRORS[s][0] for s in sorted(statuses)}}

@@ -1,8 +1,9 @@
 """marshmallow schemas: input schemas that load and validate requests, output schemas that dump rows."""
 
+import datetime as dt
 import re
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from .addresses import CONTROL_CHARS, InvalidAddress, normalize_address
 
@@ -141,3 +142,179 @@ log_schema = LogSchema()
 log_with_events_schema = LogWithEventsSchema()
 health_schema = HealthSchema()
 ready_schema = ReadySchema()
+
+
+# Delivery events in, suppressions, webhooks out.
+
+DELIVERY_EVENTS = ("delivered", "bounced", "complained", "deferred")
+WEBHOOK_EVENTS = tuple(f"email.{event}" for event in ("sent", "failed", *DELIVERY_EVENTS))
+MAX_DETAIL = 2000
+SANE_TIMES = validate.Range(min=dt.datetime(2000, 1, 1, tzinfo=dt.UTC), max=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+
+
+def no_nul(value):
+    if "\x00" in value:
+        raise ValidationError("Must not contain NUL characters.")
+
+
+def webhook_id(delivery_id):
+    """Return the `webhook-id` of a delivery, the same on every attempt."""
+    return f"msg_{delivery_id.hex}"
+
+
+class DeliveryEventSchema(Schema):
+    """The body of POST /email/webhooks/delivery; fields a relay adds beyond these are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(load_default=None, validate=[validate.Length(max=100), no_line_breaks])
+    message_id = fields.String(load_default=None, validate=[validate.Length(max=998), no_line_breaks])
+    event = fields.String(required=True, validate=validate.OneOf(DELIVERY_EVENTS))
+    detail = fields.String(load_default=None, validate=no_nul)
+    occurred_at = fields.AwareDateTime(load_default=None, default_timezone=dt.UTC, validate=SANE_TIMES)
+    recipient = AddressField(load_default=None)
+
+    @validates_schema
+    def check_reference(self, data, **kwargs):
+        if not data.get("id") and not data.get("message_id"):
+            raise ValidationError("Give the message's `id` or its `message_id`.", "id")
+
+    @post_load
+    def shorten_detail(self, data, **kwargs):
+        # A long DSN diagnostic is kept in part rather than refused: the relay would only resend it.
+        if data["detail"] is not None:
+            data["detail"] = data["detail"][:MAX_DETAIL]
+        return data
+
+
+class NewSuppressionSchema(Schema):
+    """The body of POST /suppressions."""
+
+    address = AddressField(required=True)
+    reason = fields.String(load_default="manual", validate=[validate.Length(min=1, max=200), no_line_breaks])
+
+
+class SuppressionSchema(Schema):
+    """An entry of the suppression list."""
+
+    address = fields.String()
+    reason = fields.String()
+    email_id = fields.UUID()
+    created_at = fields.DateTime()
+
+
+class NewWebhookSchema(Schema):
+    """The body of POST /webhooks; `events` defaults to all of them."""
+
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2000))
+    events = fields.List(
+        fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+        load_default=lambda: list(WEBHOOK_EVENTS),
+        validate=validate.Length(min=1),
+    )
+
+    @post_load
+    def dedupe_events(self, data, **kwargs):
+        data["events"] = list(dict.fromkeys(data["events"]))
+        return data
+
+
+class WebhookSchema(Schema):
+    """A registered endpoint; its secret is shown only by the response that created it."""
+
+    id = fields.UUID()
+    url = fields.String()
+    events = fields.List(fields.String())
+    status = fields.Function(lambda row: "disabled" if row["disabled_at"] else "enabled")
+    created_at = fields.DateTime()
+    failing_since = fields.DateTime()
+    disabled_at = fields.DateTime()
+
+
+class NewWebhookResponseSchema(WebhookSchema):
+    """The 201 body of POST /webhooks: the endpoint and, this once, its signing secret."""
+
+    secret = fields.String()
+
+
+class AttemptSchema(Schema):
+    """One POST of a delivery."""
+
+    at = fields.DateTime()
+    status_code = fields.Integer()
+    error = fields.String()
+    response = fields.String()
+    duration_ms = fields.Integer()
+
+
+class DeliverySchema(Schema):
+    """One event for one endpoint, with every attempt made to deliver it."""
+
+    id = fields.Function(lambda row: webhook_id(row["id"]))
+    type = fields.String()
+    email_id = fields.UUID()
+    status = fields.String(attribute="state")
+    attempts = fields.List(fields.Nested(AttemptSchema))
+    next_attempt_at = fields.Method("dump_next_attempt_at")
+    created_at = fields.DateTime()
+
+    def dump_next_attempt_at(self, row):
+        # Only a delivery waiting for a retry has a next attempt; otherwise the column holds a lease.
+        return row["next_attempt_at"].isoformat() if row["state"] == "pending" else None
+
+
+class PageQuerySchema(Schema):
+    """The query of a cursor-paginated list: `limit` (1–100, clamped) and the `cursor` of the next page."""
+
+    limit = fields.Integer(metadata={"description": "1–100, default 10; out-of-range numbers are clamped."})
+    cursor = fields.String(metadata={"description": "`next_cursor` of the previous page."})
+
+
+class CursorPaginationSchema(Schema):
+    """Where a cursor-paginated list stands: the next page's cursor, or null on the last page."""
+
+    limit = fields.Integer()
+    next_cursor = fields.String(allow_none=True)
+
+
+class SuppressionPageSchema(Schema):
+    """A page of GET /suppressions."""
+
+    items = fields.List(fields.Nested(SuppressionSchema))
+    pagination = fields.Nested(CursorPaginationSchema)
+
+
+class WebhookListSchema(Schema):
+    """GET /webhooks."""
+
+    items = fields.List(fields.Nested(WebhookSchema))
+
+
+class DeliveryPageSchema(Schema):
+    """A page of GET /webhooks/<id>/deliveries."""
+
+    items = fields.List(fields.Nested(DeliverySchema))
+    pagination = fields.Nested(CursorPaginationSchema)
+
+
+class DeliveryEventOutcomeSchema(Schema):
+    """The answer to a delivery event: what became of it."""
+
+    received = fields.Boolean()
+    outcome = fields.String(metadata={"description": "applied, recorded, duplicate or unknown_message."})
+
+
+page_query_schema = PageQuerySchema()
+delivery_event_schema = DeliveryEventSchema()
+new_suppression_schema = NewSuppressionSchema()
+suppression_schema = SuppressionSchema()
+new_webhook_schema = NewWebhookSchema()
+webhook_schema = WebhookSchema()
+new_webhook_response_schema = NewWebhookResponseSchema()
+delivery_schema = DeliverySchema()
+suppression_page_schema = SuppressionPageSchema()
+webhook_list_schema = WebhookListSchema()
+delivery_page_schema = DeliveryPageSchema()
+delivery_event_outcome_schema = DeliveryEventOutcomeSchema()
+webhook_log_schema = LogSchema(exclude=("body", "html"))  # webhook payloads carry the log without its bodies

@@ -34,7 +34,7 @@ def json_body():
         raise UnsupportedMediaType()
     try:
         body = json.loads(request.get_data())
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise InvalidJson() from exc
     if not isinstance(body, dict):
         raise InvalidJson()

@@ -2,6 +2,8 @@
 
 Each process runs RQ's SimpleWorker, which performs jobs in-process instead of forking per job, so
 it keeps its database connection and its SMTP connection open from one message to the next.
+WEBHOOK_PROCESSES separate processes deliver outbound webhooks (queue `webhooks`): a sending process
+never waits on a webhook receiver, however slow.
 """
 
 import ctypes
@@ -9,12 +11,14 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 
 from rq import SimpleWorker
 
 from . import create_app
 from .config import load_config
+from .notify import dispatch_forever, webhook_queue
 from .services import get_services
 
 log = logging.getLogger("emailsvc.worker")
@@ -42,18 +46,29 @@ def run_worker():
             services.mailer.close()
 
 
-class Supervisor:
-    """Starts the sending processes, restarts one that dies, and stops them all on SIGTERM or SIGINT."""
+def run_webhook_worker():
+    """Run one webhook process: the dispatcher of due deliveries, and a worker on queue `webhooks`."""
+    _die_with_parent()
+    app = create_app()
+    threading.Thread(target=dispatch_forever, args=(app,), name="webhook-dispatcher", daemon=True).start()
+    with app.app_context():
+        SimpleWorker([webhook_queue()], connection=get_services().redis).work(logging_level="INFO")
 
-    def __init__(self, count):
-        self.count = count
+
+class Supervisor:
+    """Starts the sending and webhook processes, restarts one that dies, and stops them all on SIGTERM or SIGINT."""
+
+    def __init__(self, count, webhook_count=0):
+        self.targets = [run_worker] * count + [run_webhook_worker] * webhook_count
         self.children = []
+        self.roles = {}  # child process -> the function it runs, to restart it as the same kind
         self.stopping = False
 
-    def start_child(self):
-        child = multiprocessing.get_context("fork").Process(target=run_worker, name="emailsvc-worker")
+    def start_child(self, target):
+        child = multiprocessing.get_context("fork").Process(target=target, name=f"emailsvc-{target.__name__}")
         child.start()
         self.children.append(child)
+        self.roles[child] = target
 
     def stop(self, signum, frame):
         self.stopping = True
@@ -64,21 +79,23 @@ class Supervisor:
     def run(self):
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        for _ in range(self.count):
-            self.start_child()
-        log.info("started %d sending processes", self.count)
+        for target in self.targets:
+            self.start_child(target)
+        log.info("started %d sending and %d webhook processes", self.targets.count(run_worker),
+                 self.targets.count(run_webhook_worker))  # fmt: skip
         while self.children:
             time.sleep(0.5)
             for child in [c for c in self.children if not c.is_alive()]:
                 child.join()
                 self.children.remove(child)
                 if not self.stopping:
-                    log.warning("sending process %s exited with %s; starting another", child.pid, child.exitcode)
+                    log.warning("%s process %s exited with %s; starting another", child.name, child.pid, child.exitcode)
                     time.sleep(RESPAWN_DELAY)
-                    self.start_child()
+                    self.start_child(self.roles.pop(child))
 
 
 def main():
     """Entry point of worker.py."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    Supervisor(load_config()["WORKER_PROCESSES"]).run()
+    config = load_config()
+    Supervisor(config["WORKER_PROCESSES"], config["WEBHOOK_PROCESSES"]).run()

@@ -5,11 +5,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
 from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
 import pytest
@@ -25,7 +27,7 @@ from emailsvc.services import get_services
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/emailsvc_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = "api_keys, emails, email_events"
+TABLES = "api_keys, emails, email_events, suppressions, webhook_endpoints"
 
 
 def free_port():
@@ -143,11 +145,74 @@ def auth(app):
     return {"Authorization": f"Bearer {make_key(app)}"}
 
 
+class BurstWorker(SimpleWorker):
+    """RQ's SimpleWorker without its command channel: a burst in a test takes no remote commands, and
+    closing the channel can wait a second for its thread."""
+
+    def subscribe(self):
+        pass
+
+
 def run_jobs(app):
     """Run the queued jobs, retries included, with the real job code, then return."""
     with app.app_context():
         services = get_services()
-        SimpleWorker([services.email_queue], connection=services.redis).work(burst=True, with_scheduler=True)
+        BurstWorker([services.email_queue], connection=services.redis).work(burst=True, with_scheduler=True)
+
+
+class WebhookReceiver:
+    """A real HTTP server that keeps every POST it gets and answers as a test scripts it."""
+
+    def __init__(self):
+        self.requests = []  # (headers as a dict with lower-case names, raw body)
+        self.replies = deque()  # statuses to answer, in order; "hang" answers only at the end of the test
+        self.default_status = 200
+        self.released = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                reply = receiver.replies.popleft() if receiver.replies else receiver.default_status
+                if reply == "hang":
+                    receiver.released.wait(60)
+                    reply = 200
+                self.send_response(reply)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def payloads(self):
+        return [json.loads(body) for _, body in self.requests]
+
+
+@pytest.fixture
+def receiver():
+    """A webhook receiver listening on a free port for the length of one test."""
+    receiver = WebhookReceiver()
+    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    receiver.released.set()
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+def run_webhooks(app):
+    """Dispatch the due webhook deliveries and run them with the real job code until none is due."""
+    from emailsvc.notify import dispatch_due, webhook_queue
+
+    with app.app_context():
+        while dispatch_due():
+            BurstWorker([webhook_queue()], connection=get_services().redis).work(burst=True)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,10 +1,12 @@
 """SQL for the email log and its event history.
 
 Every status change writes its event in the same statement, so the history never disagrees with
-the log and each change costs one round trip.
+the log and each change costs one round trip; the same statement queues the change's webhooks.
 """
 
 from psycopg2.extras import Json
+
+from .webhooks import queue_webhooks_cte
 
 INSERT_COLUMNS = (
     "id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
@@ -48,7 +50,7 @@ def _transition(cur, email_id, from_statuses, assignments, event, detail=None):
                 WHERE id = %(id)s AND status = ANY(%(from)s) RETURNING *
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail) SELECT id, %(event)s, %(detail)s FROM e
-            )
+            ){queue_webhooks_cte(event)}
             SELECT * FROM e""",
         {"id": email_id, "from": list(from_statuses), "event": event, "detail": detail},
     )

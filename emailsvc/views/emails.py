@@ -14,6 +14,7 @@ from ..queries.emails import get_email, insert_email, list_events, mark_failed
 from ..schemas import log_schema, log_with_events_schema, send_schema
 from ..services import get_services
 from ..web import json_body
+from .suppressions import refuse_suppressed
 
 bp = Blueprint("emails", __name__, url_prefix="/email")
 SEND_EXAMPLE = {"to": ["Alice <alice@example.com>"], "subject": "Your order has shipped", "body": "It is on its way.",
@@ -36,6 +37,7 @@ def send():
     email = send_schema.load(json_body())
     email["from_addr"] = email["from_addr"] or current_app.config["EMAIL_DEFAULT_FROM"]
     check_sender(email["from_addr"])
+    refuse_suppressed(email)
     email_id = uuid.uuid4()
     email.update(
         id=email_id,

@@ -1,0 +1,70 @@
+"""GET, POST /suppressions and DELETE /suppressions/<address>; and the check every send passes."""
+
+import datetime as dt
+
+from flask import Blueprint
+
+from ..addresses import InvalidAddress, addr_spec, normalize_address
+from ..auth import require_scope
+from ..errors import NotFound, RecipientSuppressed
+from ..openapi import document
+from ..paging import page, page_cursor, page_limit, text
+from ..queries.suppressions import add_suppression, delete_suppression, find_suppressed, list_suppressions
+from ..schemas import new_suppression_schema, page_query_schema, suppression_page_schema, suppression_schema
+from ..services import get_services
+from ..web import json_body
+
+bp = Blueprint("suppressions", __name__, url_prefix="/suppressions")
+
+
+def suppression_key(address):
+    """Return the form an address is listed in: its bare addr-spec, lower-cased (mailboxes ignore case in practice)."""
+    return addr_spec(address).lower()
+
+
+def refuse_suppressed(email):
+    """Raise RecipientSuppressed when a recipient of a loaded send body is on the suppression list."""
+    addresses = {suppression_key(a) for a in email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"]}
+    with get_services().db.cursor() as cur:
+        suppressed = find_suppressed(cur, addresses)
+    if suppressed:
+        raise RecipientSuppressed(details={"addresses": suppressed})
+
+
+@bp.get("")
+@document(query=page_query_schema, response=suppression_page_schema)
+@require_scope("send")
+def list_entries():
+    """Return the list, newest first, a page at a time."""
+    limit, before = page_limit(), page_cursor(dt.datetime.fromisoformat, text)
+    with get_services().read_db.cursor() as cur:
+        rows = list_suppressions(cur, limit + 1, before)
+    rows, next_cursor = page(rows, limit, lambda row: (row["created_at"].isoformat(), row["address"]))
+    items = suppression_schema.dump(rows, many=True)
+    return {"items": items, "pagination": {"limit": limit, "next_cursor": next_cursor}}
+
+
+@bp.post("")
+@document(body=new_suppression_schema, response=suppression_schema, status=201)
+@require_scope("send")
+def add():
+    """Suppress an address: 201 when new, 200 with the existing entry when already listed."""
+    entry = new_suppression_schema.load(json_body())
+    with get_services().db.cursor() as cur:
+        row = add_suppression(cur, suppression_key(entry["address"]), entry["reason"])
+    return suppression_schema.dump(row), 201 if row["created"] else 200
+
+
+@bp.delete("/<path:address>")
+@document(status=204, errors=[404])
+@require_scope("send")
+def remove(address):
+    """Take an address off the list, so mail to it is accepted again."""
+    try:
+        key = suppression_key(normalize_address(address))
+    except InvalidAddress as exc:
+        raise NotFound("This address is not on the suppression list.") from exc
+    with get_services().db.cursor() as cur:
+        if not delete_suppression(cur, key):
+            raise NotFound("This address is not on the suppression list.")
+    return "", 204

@@ -1,0 +1,98 @@
+"""POST, GET /webhooks, DELETE /webhooks/<id> and GET /webhooks/<id>/deliveries.
+
+An endpoint receives the log of every message (without bodies), so managing endpoints needs both
+scopes, and reading them needs `read`.
+"""
+
+import datetime as dt
+import uuid
+from itertools import groupby
+
+from flask import Blueprint
+
+from ..auth import require_scope
+from ..errors import NotFound
+from ..openapi import document
+from ..paging import page, page_cursor, page_limit
+from ..queries.webhooks import (
+    delete_endpoint,
+    endpoint_exists,
+    insert_endpoint,
+    list_attempts,
+    list_deliveries,
+    list_endpoints,
+)
+from ..schemas import (
+    delivery_page_schema,
+    delivery_schema,
+    new_webhook_response_schema,
+    new_webhook_schema,
+    page_query_schema,
+    webhook_list_schema,
+    webhook_schema,
+)
+from ..services import get_services
+from ..signing import new_webhook_secret
+from ..web import json_body
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+
+def endpoint_id(text):
+    """Return the endpoint id in a URL, or raise 404."""
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise NotFound("No webhook endpoint with this id.") from exc
+
+
+@bp.post("")
+@document(body=new_webhook_schema, response=new_webhook_response_schema, status=201)
+@require_scope("send")
+@require_scope("read")
+def create():
+    """Register an endpoint; the response is the only one that shows its signing secret."""
+    endpoint = new_webhook_schema.load(json_body())
+    with get_services().db.cursor() as cur:
+        row = insert_endpoint(cur, endpoint["url"], endpoint["events"], new_webhook_secret())
+    return new_webhook_response_schema.dump(row), 201
+
+
+@bp.get("")
+@document(response=webhook_list_schema)
+@require_scope("read")
+def list_all():
+    """Return every endpoint, oldest first, without secrets."""
+    with get_services().db.cursor() as cur:
+        rows = list_endpoints(cur)
+    return {"items": webhook_schema.dump(rows, many=True)}
+
+
+@bp.delete("/<webhook_id>")
+@document(status=204, errors=[404])
+@require_scope("send")
+@require_scope("read")
+def delete(webhook_id):
+    """Remove an endpoint and its delivery history; nothing more is sent to it."""
+    with get_services().db.cursor() as cur:
+        if not delete_endpoint(cur, endpoint_id(webhook_id)):
+            raise NotFound("No webhook endpoint with this id.")
+    return "", 204
+
+
+@bp.get("/<webhook_id>/deliveries")
+@document(query=page_query_schema, response=delivery_page_schema, errors=[404])
+@require_scope("read")
+def deliveries(webhook_id):
+    """Return an endpoint's deliveries, newest first, each with its attempts, a page at a time."""
+    limit, before = page_limit(), page_cursor(dt.datetime.fromisoformat, uuid.UUID)
+    with get_services().db.cursor() as cur:
+        if not endpoint_exists(cur, endpoint_id(webhook_id)):
+            raise NotFound("No webhook endpoint with this id.")
+        rows = list_deliveries(cur, endpoint_id(webhook_id), limit + 1, before)
+        rows, next_cursor = page(rows, limit, lambda row: (row["created_at"].isoformat(), row["id"]))
+        attempts = {key: list(group) for key, group in groupby(list_attempts(cur, [r["id"] for r in rows]),
+                                                               key=lambda a: a["delivery_id"])}  # fmt: skip
+    for row in rows:
+        row["attempts"] = attempts.get(row["id"], [])
+    return {"items": delivery_schema.dump(rows, many=True), "pagination": {"limit": limit, "next_cursor": next_cursor}}
