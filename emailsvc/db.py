@@ -22,7 +22,9 @@ CONNECT_OPTIONS = {
     "keepalives_idle": 10,
     "keepalives_interval": 3,
     "keepalives_count": 3,
-    "options": "-c statement_timeout=15000",
+    # No JIT: its compile time (tens to hundreds of ms) dwarfs the short queries of an API, and the
+    # planner turns it on for cheap queries whose worst case it cannot rule out.
+    "options": "-c statement_timeout=15000 -c jit=off",
 }
 
 
