@@ -7,7 +7,7 @@ from .cli import register_commands
 from .config import load_config
 from .errors import register_error_handlers
 from .services import Services
-from .views import emails, health
+from .views import emails, health, logs
 from .web import register_request_hooks
 
 
@@ -22,5 +22,6 @@ def create_app(config=None):
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(emails.bp)
+    app.register_blueprint(logs.bp)
     register_commands(app)
     return app
