@@ -49,10 +49,12 @@ class Database:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.max_connections, self.url, **CONNECT_OPTIONS
-                    )
-                    self._pid = os.getpid()
+                    pool = psycopg2.pool.ThreadedConnectionPool(0, self.max_connections, self.url, **CONNECT_OPTIONS)
+                    # psycopg2 closes every returned connection beyond `minconn`, so with 0 each query
+                    # would pay a new connection. Raised after construction, it keeps them all for reuse
+                    # without opening any up front (a server that is down then fails a request, not the pool).
+                    pool.minconn = self.max_connections
+                    self._pool, self._pid = pool, os.getpid()
         return self._pool
 
     @contextmanager
