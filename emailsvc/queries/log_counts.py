@@ -9,10 +9,11 @@ live count touches (a subquery it cannot see through makes it guess a third of t
 from datetime import UTC, datetime, timedelta
 
 # A bucket is settled, and filled, once its end is SETTLE in the past: by then every row stamped
-# inside it has committed. One fill covers at most FILL_SPAN, so the first on a big log stays short.
+# inside it has committed. One fill covers about FILL_ROWS rows (never less than one bucket), so
+# catching up on a big log is many short steps, whatever the mail volume.
 BUCKET = timedelta(minutes=15)
 SETTLE = timedelta(minutes=10)
-FILL_SPAN = timedelta(days=7)
+FILL_ROWS = 100_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # buckets are aligned on it, as date_bin(..., 'epoch') does
 
 FILL = """
@@ -46,8 +47,12 @@ FILL = """
     ON CONFLICT (bucket_start) DO NOTHING"""
 
 
+def _bucket_start(moment):
+    return EPOCH + (moment - EPOCH) // BUCKET * BUCKET
+
+
 def fill_log_counts(cur):
-    """Add the buckets settled since the last fill, at most FILL_SPAN of them; return how many."""
+    """Add the buckets settled since the last fill, covering about FILL_ROWS rows; return how many."""
     cur.execute(
         """SELECT coalesce((SELECT max(bucket_start) + interval '15 minutes' FROM email_log_counts),
                            (SELECT date_bin('15 minutes', min(created_at), 'epoch') FROM emails)) AS lo,
@@ -57,8 +62,13 @@ def fill_log_counts(cur):
     lo, settled = cur.fetchone().values()
     if lo is None or lo >= settled:
         return 0
+    cur.execute(
+        "SELECT created_at FROM emails WHERE created_at >= %s ORDER BY created_at OFFSET %s LIMIT 1", (lo, FILL_ROWS)
+    )
+    far = cur.fetchone()
+    hi = min(settled, max(lo + BUCKET, _bucket_start(far["created_at"]))) if far else settled
     # Two fills at once compute the same rows from the same base; the second one's are skipped.
-    cur.execute(FILL, {"lo": lo, "hi": min(lo + FILL_SPAN, settled)})
+    cur.execute(FILL, {"lo": lo, "hi": hi})
     return cur.rowcount
 
 
