@@ -51,7 +51,8 @@ class TimeZoneField(fields.String):
     """An IANA time zone name such as Asia/Dhaka."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        name = super()._deserialize(value, attr, data, **kwargs)
+        # No zone name has a space, so one is a `+` (as in Etc/GMT+2) that the query string decoded.
+        name = super()._deserialize(value, attr, data, **kwargs).replace(" ", "+")
         try:
             return ZoneInfo(name)
         except (KeyError, ValueError, OSError) as exc:  # unknown, malformed, or a directory of zones

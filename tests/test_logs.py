@@ -345,3 +345,23 @@ def test_page_total_and_counts_are_read_at_the_same_time_on_the_read_pool(settin
         request.join(timeout=20)
     assert result["response"].status_code == 200
     assert result["response"].get_json()["pagination"]["total"] == 1
+
+
+NASTY = ["", " ", "\x00", "%", "'; DROP TABLE emails; --", "-1", "1e309", "NaN", "𝟘", "٣", "9" * 5000, "a" * 300,
+         "../../etc/passwd", "2026-11-28T25:61:00Z", "0000-00-00", "<x@y>", "null", "[]", "{}"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["page", "limit", "cursor", "status", "to", "from", "created_after",
+                                  "created_before", "tz"])  # fmt: skip
+def test_no_value_of_any_parameter_causes_a_server_error(client, auth, database, name):
+    insert_logs(database, {})
+    for value in NASTY:
+        response = client.get("/email/logs", query_string={name: value}, headers=auth)
+        assert response.status_code in (200, 400), (name, value, response.get_json())
+        assert response.is_json
+
+
+def test_a_plus_sign_decoded_as_a_space_still_names_the_zone(client, auth):
+    response = client.get("/email/logs?tz=Etc/GMT+2", headers=auth)  # unencoded `+`: a space on arrival
+    assert response.status_code == 200
+    assert response.get_json()["today"]["timezone"] == "Etc/GMT+2"

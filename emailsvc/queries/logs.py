@@ -33,7 +33,7 @@ def select_oldest_first(cur, filters, offset, limit, since=None):
 
 
 def select_newest_first(cur, filters, before, limit):
-    """Return up to `limit` rows, newest first, that sort strictly after the position (created_at, id) `before`."""
+    """Return up to `limit` rows, newest first, from just past the position (created_at, id) `before` in that order."""
     before_at, before_id = before or (None, None)
     cur.execute(
         f"""SELECT * FROM emails WHERE {_where(filters, before and BEFORE_POSITION)}
