@@ -72,8 +72,8 @@ CREATE INDEX IF NOT EXISTS emails_failed_at_idx ON emails (failed_at) WHERE fail
 
 -- Running totals of created, sent and failed mail at the end of each closed 15-minute bucket, so the
 -- log's total, a deep offset page and today's counts cost the same at any table size (docs/performance.md).
--- Filled by readers once a bucket is settled; created_at, sent_at and failed_at are always set to the
--- time of writing, so a settled bucket never changes unless rows are deleted.
+-- Filled by readers once a bucket is settled (ended 10 minutes ago); created_at, sent_at and failed_at
+-- are set to the time of writing, so a settled bucket never changes unless rows are deleted.
 CREATE TABLE IF NOT EXISTS email_log_counts (
     bucket_start timestamptz PRIMARY KEY,  -- the bucket [bucket_start, bucket_start + 15 minutes)
     created      bigint      NOT NULL,     -- rows created before the bucket's end

@@ -151,7 +151,9 @@ def test_offset_and_cursor_modes_see_the_same_rows(client, auth, database):
     assert walk_offset(client, auth, limit=7) == oldest_first  # again, now that the counts are settled
 
 
-def test_deep_offset_pages_and_the_total_stay_exact_as_rows_come_and_go(client, auth, database):
+@pytest.mark.parametrize("fill_rows", [100_000, 2], ids=["one fill", "many small fills"])
+def test_deep_offset_pages_and_the_total_stay_exact_as_rows_come_and_go(client, auth, database, monkeypatch, fill_rows):
+    monkeypatch.setattr("emailsvc.queries.log_counts.FILL_ROWS", fill_rows)
     insert_logs(database, *[{"created_at": at} for at in spread(30, days=40)])
     assert walk_offset(client, auth, limit=4) == ordered_ids(database)
     insert_logs(database, *[{}] * 2)
@@ -285,7 +287,9 @@ def test_a_filtered_total_beyond_the_exact_limit_is_an_estimate_and_says_so(clie
     assert everything["total_exact"] is True and everything["total"] == 10001
 
 
-def test_today_is_counted_in_the_requested_time_zone(client, auth, database):
+@pytest.mark.parametrize("fill_rows", [100_000, 1], ids=["one fill", "many small fills"])
+def test_today_is_counted_in_the_requested_time_zone(client, auth, database, monkeypatch, fill_rows):
+    monkeypatch.setattr("emailsvc.queries.log_counts.FILL_ROWS", fill_rows)
     # Asia/Dhaka is UTC+6 all year: 23:30 UTC is already 05:30 the next day there.
     today = datetime.now(DHAKA).date()
     yesterday_utc = datetime.combine(today - timedelta(days=1), time(), UTC)
@@ -305,6 +309,32 @@ def test_today_is_counted_in_the_requested_time_zone(client, auth, database):
     same_day = utc_today == yesterday_utc.date()  # from 18:00 UTC, Dhaka is already a day ahead
     counts = {"created": 3, "sent": 1, "failed": 1} if same_day else {"created": 0, "sent": 0, "failed": 0}
     assert utc == {"date": utc_today.isoformat(), "timezone": "UTC", **counts}
+
+
+def test_today_counts_stay_exact_while_the_running_counts_fill_in_small_steps(client, auth, database, monkeypatch):
+    monkeypatch.setattr("emailsvc.queries.log_counts.FILL_ROWS", 1)
+    now = datetime.now(UTC)
+    insert_logs(database, *[
+        {"created_at": now - timedelta(minutes=47 * i),
+         "sent_at": now - timedelta(minutes=47 * i - 1) if i % 2 else None,
+         "failed_at": now - timedelta(minutes=47 * i - 2) if i % 5 == 0 else None}
+        for i in range(1, 41)
+    ])  # fmt: skip
+    zones = ["UTC", "Asia/Kathmandu", "America/St_Johns"]
+    for _ in range(15):
+        for zone in zones:
+            today = get_logs(client, auth, limit=1, tz=zone)["today"]
+            start = datetime.combine(datetime.fromisoformat(today["date"]), time(), ZoneInfo(zone))
+            window = {"start": start, "end": start + timedelta(days=1)}
+            expected = run_sql(
+                database,
+                """
+                SELECT (SELECT count(*) FROM emails WHERE created_at >= %(start)s AND created_at < %(end)s),
+                       (SELECT count(*) FROM emails WHERE sent_at >= %(start)s AND sent_at < %(end)s),
+                       (SELECT count(*) FROM emails WHERE failed_at >= %(start)s AND failed_at < %(end)s)""",
+                window,
+            )
+            assert (today["created"], today["sent"], today["failed"]) == expected[0], zone
 
 
 def test_today_counts_follow_sends_and_outcomes(client, auth, database):
