@@ -395,3 +395,11 @@ def test_a_plus_sign_decoded_as_a_space_still_names_the_zone(client, auth):
     response = client.get("/email/logs?tz=Etc/GMT+2", headers=auth)  # unencoded `+`: a space on arrival
     assert response.status_code == 200
     assert response.get_json()["today"]["timezone"] == "Etc/GMT+2"
+
+
+def test_an_unreachable_read_database_is_503_with_retry_after(settings):
+    app = create_app({**settings, "DATABASE_READ_URL": "postgresql://postgres@127.0.0.1:1/none"})
+    response = app.test_client().get("/email/logs", headers={"X-API-Key": make_key(app)})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "service_unavailable"
+    assert response.headers["Retry-After"]
