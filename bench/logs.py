@@ -255,7 +255,7 @@ def main():
                 fill_database(side["url"], side["rows"])
                 extra.append(f"filled {side['rows']:,} rows in {time.perf_counter() - started:.0f} s")
             seconds, calls = settle_counts(side["url"])
-            extra.append(f"running counts first filled at {side['rows']:,} rows in {seconds:.2f} s, {calls} steps")
+            extra.append(f"running counts first filled at {side['rows']:,} rows in {seconds:.2f} s ({calls} fills)")
             side["key"] = create_key(side["url"])
             proc, side["port"] = start_api(side["url"], args.redis, RESULTS / f"gunicorn-{side['rows']}.log")
             procs.append(proc)
