@@ -9,7 +9,7 @@ from .config import load_config
 from .errors import register_error_handlers
 from .limits import init_limiter
 from .services import Services
-from .views import delivery_events, emails, health, suppressions, webhooks
+from .views import delivery_events, emails, health, logs, suppressions, webhooks
 from .web import register_request_hooks
 
 
@@ -26,6 +26,7 @@ def create_app(config=None):
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(emails.bp)
+    app.register_blueprint(logs.bp)
     app.register_blueprint(delivery_events.bp)
     app.register_blueprint(suppressions.bp)
     app.register_blueprint(webhooks.bp)

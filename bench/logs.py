@@ -1,0 +1,314 @@
+"""`make bench-logs`: GET /email/logs latency at 10,000 rows and at ROWS rows, measured side by side.
+
+Fills two databases of its own with rows spread over 90 days, starts one gunicorn (the project's
+gunicorn.conf.py) on each, then times every kind of request over HTTP, alternating between the two
+so both see the same machine load, and prints p50/p95 and the ratios as a Markdown table. It stops
+what it started and drops its databases unless --keep.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg2
+import psycopg2.extras
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emailsvc.auth import hash_key, new_key  # noqa: E402
+from emailsvc.cursors import encode_cursor  # noqa: E402
+from emailsvc.db import SCHEMA, create_database  # noqa: E402
+from emailsvc.queries.api_keys import insert_api_key  # noqa: E402
+from emailsvc.queries.log_counts import fill_log_counts  # noqa: E402
+
+SMALL_ROWS = 10_000
+RATIO_TARGET = 2.0
+DEEP_TARGET_MS = 100.0
+RESULTS = ROOT / "bench" / "results"
+
+
+def connect(url):
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def on_server(url, sql):
+    """Run one statement on the server of `url`, outside its database (to create or drop it)."""
+    conn = connect(psycopg2.extensions.make_dsn(url, dbname="postgres"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchone() if cur.description else None
+    finally:
+        conn.close()
+
+
+def database_name(url):
+    return psycopg2.extensions.parse_dsn(url)["dbname"]
+
+
+def fill_database(url, rows):
+    """Create the database afresh with `rows` log rows; indexes are built after the load, as a restore does."""
+    on_server(url, f'DROP DATABASE IF EXISTS "{database_name(url)}"')
+    create_database(url)
+    conn = connect(url)
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA.read_text())
+        cur.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'emails' AND indexname <> 'emails_pkey'")
+        for (index,) in cur.fetchall():
+            cur.execute(f'DROP INDEX "{index}"')
+        cur.execute((ROOT / "bench" / "fill_emails.sql").read_text(), {"rows": rows})
+        cur.execute("SET maintenance_work_mem = '256MB'")
+        cur.execute(SCHEMA.read_text())
+        cur.execute("VACUUM ANALYZE emails")  # what autovacuum does to a table whose old rows are settled
+    conn.close()
+
+
+def settle_counts(url):
+    """Fill email_log_counts as the first requests after a deployment would; return (seconds, calls)."""
+    conn, calls, started = connect(url), 0, time.perf_counter()
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        while fill_log_counts(cur):
+            calls += 1
+    conn.close()
+    return time.perf_counter() - started, calls
+
+
+def create_key(url):
+    conn = connect(url)
+    key = new_key()
+    with conn.cursor() as cur:
+        insert_api_key(cur, "bench", hash_key(key), key[:12], ["read"])
+    conn.close()
+    return key
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(url, redis_url, log_path):
+    """Start gunicorn with the project's settings on a free port; return (process, port)."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "GUNICORN_BIND": f"127.0.0.1:{port}",
+           "RATELIMIT_DEFAULT": "1000000 per minute"}  # fmt: skip
+    env.pop("DATABASE_READ_URL", None)
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if request(port, "/healthz")[1] == 200:
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit(f"gunicorn did not answer on port {port}; see {log_path}")
+
+
+def stop_api(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def request(port, path, key=None):
+    """GET `path`; return (milliseconds, status, parsed body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    started = time.perf_counter()
+    conn.request("GET", path, headers={"Authorization": f"Bearer {key}"} if key else {})
+    response = conn.getresponse()
+    body = response.read()
+    elapsed = (time.perf_counter() - started) * 1000
+    conn.close()
+    return elapsed, response.status, json.loads(body)
+
+
+def latest_zone(now):
+    """The fixed-offset zone where the most of today has passed, so today's counts cover a nearly full day."""
+    hours = max(range(-12, 15), key=lambda h: (now + timedelta(hours=h)).time())
+    return f"Etc/GMT{-hours:+d}" if hours else "UTC"
+
+
+def cases(url, rows, zone):
+    """The requests to time against a database of `rows` rows: (name, path, target)."""
+    deep = int(rows * 0.9)
+    conn = connect(url)
+    with conn.cursor() as cur:  # the cursor a client walking newest first would hold at 90% depth
+        cur.execute("SELECT created_at, id FROM emails ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1", [deep - 1])
+        cursor = encode_cursor(*cur.fetchone())
+    conn.close()
+    return [
+        ("offset page 1 (with exact total)", "/email/logs?page=1&limit=10", "ratio"),
+        ("offset page at 90% depth", f"/email/logs?page={deep // 10 + 1}&limit=10", "ms"),
+        ("cursor first page", "/email/logs?limit=10", "ratio"),
+        ("cursor page at 90% depth", f"/email/logs?limit=10&cursor={cursor}", "ratio"),
+        ("filtered status=FAILED, cursor", "/email/logs?limit=10&status=FAILED", "ratio"),
+        ("filtered status=FAILED, offset page 1", "/email/logs?page=1&limit=10&status=FAILED", "ratio"),
+        ("filtered to=audit@example.com, cursor", "/email/logs?limit=10&to=audit@example.com", "ratio"),
+        (f"today's counts (tz={zone})", f"/email/logs?limit=1&tz={quote(zone)}", "ratio"),
+    ]
+
+
+def replaced_designs(url, rows):
+    """Time, in SQL, what the original design ran per request: an exact count and a plain deep OFFSET."""
+    conn = connect(url)
+    timings = {}
+    with conn.cursor() as cur:
+        cur.execute("SET jit = off")  # as the service's connections run
+        for name, sql in (("count(*) of the whole log", "SELECT count(*) FROM emails"),
+                          ("OFFSET to 90% depth", f"SELECT * FROM emails ORDER BY created_at, id "
+                                                  f"OFFSET {int(rows * 0.9)} LIMIT 10")):  # fmt: skip
+            samples = []
+            for _ in range(5):
+                started = time.perf_counter()
+                cur.execute(sql)
+                cur.fetchall()
+                samples.append((time.perf_counter() - started) * 1000)
+            timings[name] = statistics.median(samples)
+    conn.close()
+    return ", ".join(f"{name} {ms:.0f} ms" for name, ms in timings.items())
+
+
+def percentile(samples, p):
+    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
+
+
+def measure(small, large, repeats):
+    """Time each case `repeats` times on both sides, interleaved; return {name: (small ms list, large ms list)}."""
+    timings = {name: ([], []) for name, _, _ in small["cases"]}
+    for round_number in range(repeats + 3):  # the first three rounds warm up and are not kept
+        for (name, small_path, _), (_, large_path, _) in zip(small["cases"], large["cases"], strict=True):
+            for side, path, kept in ((small, small_path, timings[name][0]), (large, large_path, timings[name][1])):
+                elapsed, status, body = request(side["port"], path, side["key"])
+                if status != 200:
+                    raise SystemExit(f"{path} answered {status}: {body}")
+                if round_number >= 3:
+                    kept.append(elapsed)
+    return timings
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")), "0")
+    gib = round(int(mem) / 1024 / 1024)
+    return f"{cpu}, {os.cpu_count()} cores, {gib} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def report(timings, sides, rows, extra):
+    small_label, large_label = f"{SMALL_ROWS // 1000}k", f"{rows / 1e6:g}M" if rows >= 1e6 else f"{rows // 1000}k"
+    lines = [
+        f"| request | {small_label} p50 | {small_label} p95 | {large_label} p50 | {large_label} p95 "
+        f"| p95 {large_label}/{small_label} | target | met |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, _, target in sides[0]["cases"]:
+        small_ms, large_ms = timings[name]
+        s50, s95, l50, l95 = (percentile(small_ms, 50), percentile(small_ms, 95),
+                              percentile(large_ms, 50), percentile(large_ms, 95))  # fmt: skip
+        ratio = l95 / s95
+        if target == "ratio":
+            goal, met = f"≤ {RATIO_TARGET:g}×", ratio <= RATIO_TARGET
+        else:
+            goal, met = f"≤ {DEEP_TARGET_MS:g} ms", l95 <= DEEP_TARGET_MS
+        lines.append(f"| {name} | {s50:.1f} ms | {s95:.1f} ms | {l50:.1f} ms | {l95:.1f} ms | {ratio:.2f}× "
+                     f"| {goal} | {'yes' if met else 'NO'} |")  # fmt: skip
+    return "\n".join(lines + [""] + [f"- {line}" for line in extra])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=100, help="timed requests per case and side")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432", help="server URL, no database")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark databases afterwards")
+    parser.add_argument("--reuse", action="store_true", help="reuse kept databases instead of filling them again")
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    sides = [{"rows": SMALL_ROWS, "url": f"{args.pg}/emailsvc_bench_logs_small"},
+             {"rows": args.rows, "url": f"{args.pg}/emailsvc_bench_logs_large"}]  # fmt: skip
+    extra, procs = [f"machine: {machine()}; PostgreSQL {server_version(sides[0]['url'])}"], []
+    try:
+        for side in sides:
+            if not (args.reuse and row_count(side["url"]) == side["rows"]):
+                started = time.perf_counter()
+                fill_database(side["url"], side["rows"])
+                extra.append(f"filled {side['rows']:,} rows in {time.perf_counter() - started:.0f} s")
+            seconds, calls = settle_counts(side["url"])
+            extra.append(f"running counts first filled at {side['rows']:,} rows in {seconds:.2f} s ({calls} fills)")
+            side["key"] = create_key(side["url"])
+            proc, side["port"] = start_api(side["url"], args.redis, RESULTS / f"gunicorn-{side['rows']}.log")
+            procs.append(proc)
+        zone = latest_zone(datetime.now(UTC))
+        for side in sides:
+            side["cases"] = cases(side["url"], side["rows"], zone)
+        load_before = os.getloadavg()[0]
+        timings = measure(sides[0], sides[1], args.repeats)
+        today = request(sides[1]["port"], f"/email/logs?limit=1&tz={quote(zone)}", sides[1]["key"])[2]["today"]
+        extra += [
+            f"{args.repeats} timed requests per case and side, interleaved; load average {load_before:.2f} "
+            f"before, {os.getloadavg()[0]:.2f} after",
+            f"today's counts at {args.rows:,} rows in {zone}: {today}",
+            *(
+                f"replaced by this design, at {side['rows']:,} rows: {replaced_designs(side['url'], side['rows'])}"
+                for side in sides
+            ),
+        ]
+    finally:
+        for proc in procs:
+            stop_api(proc)
+        if not args.keep:
+            for side in sides:
+                drop_database(side["url"])
+    table = report(timings, sides, args.rows, extra)
+    out = RESULTS / f"logs-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
+    out.write_text(table + "\n")
+    print(table)
+    print(f"\n(saved in {out.relative_to(ROOT)})")
+
+
+def server_version(url):
+    return on_server(url, "SHOW server_version")[0].split()[0]
+
+
+def row_count(url):
+    try:
+        conn = connect(url)
+    except psycopg2.OperationalError:
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM emails")
+            return cur.fetchone()[0]
+    except psycopg2.Error:
+        return None
+    finally:
+        conn.close()
+
+
+def drop_database(url):
+    on_server(url, f'DROP DATABASE IF EXISTS "{database_name(url)}"')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The query string of GET /email/logs, loaded and checked by a marshmallow schema.
+
+Kept beside schemas.py rather than in it because query strings differ from JSON bodies: every value
+arrives as text, a parameter may be repeated, and malformed input is a 400, not a 422.
+"""
+
+import re
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validates_schema
+
+from .cursors import InvalidCursor, decode_cursor
+from .schemas import AddressField
+
+LOG_STATUSES = ("SCHEDULED", "PENDING", "SENDING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "COMPLAINED")
+MAX_LIMIT = 100
+MAX_PAGE = 2**31 - 1  # keeps (page - 1) * limit far inside PostgreSQL's bigint OFFSET
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+BARE_OFFSET = re.compile(r" ([0-9]{2}:?[0-9]{2})$")  # a `+` the query string turned into a space
+
+
+class ClampedInteger(fields.String):
+    """A whole number, brought into [low, high] rather than refused; anything else is an error."""
+
+    def __init__(self, low, high, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not WHOLE_NUMBER.fullmatch(text):
+            raise ValidationError("Not a whole number.")
+        number = int(text) if len(text) < 20 else (-1 if text.startswith("-") else 1) * 10**20
+        return min(max(number, self.low), self.high)
+
+
+class IsoDateTime(fields.String):
+    """An ISO 8601 date or date-time; one without an offset is read as UTC."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = BARE_OFFSET.sub(r"+\1", super()._deserialize(value, attr, data, **kwargs).strip())
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValidationError("Not an ISO 8601 date-time, e.g. 2026-11-28T09:00:00Z.") from exc
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class TimeZoneField(fields.String):
+    """An IANA time zone name such as Asia/Dhaka."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        # No zone name has a space, so one is a `+` (as in Etc/GMT+2) that the query string decoded.
+        name = super()._deserialize(value, attr, data, **kwargs).replace(" ", "+")
+        try:
+            return ZoneInfo(name)
+        except (KeyError, ValueError, OSError) as exc:  # unknown, malformed, or a directory of zones
+            raise ValidationError("Not a known IANA time zone, e.g. Europe/Berlin.") from exc
+
+
+class StatusField(fields.String):
+    """One status, in any letter case."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        status = super()._deserialize(value, attr, data, **kwargs).upper()
+        if status not in LOG_STATUSES:
+            raise ValidationError(f"Must be one of {', '.join(LOG_STATUSES)}.")
+        return status
+
+
+class CursorField(fields.String):
+    """A next_cursor from an earlier page; loads to its (created_at, id) position."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return decode_cursor(super()._deserialize(value, attr, data, **kwargs))
+        except InvalidCursor as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class LogListArgs(Schema):
+    """The query string of GET /email/logs; `page` present means offset mode, absent cursor mode."""
+
+    page = ClampedInteger(1, MAX_PAGE, load_default=None)
+    limit = ClampedInteger(1, MAX_LIMIT, load_default=10)
+    cursor = CursorField(load_default=None)
+    status = StatusField(load_default=None)
+    to = AddressField(load_default=None)
+    from_addr = AddressField(data_key="from", load_default=None)
+    created_after = IsoDateTime(load_default=None)
+    created_before = IsoDateTime(load_default=None)
+    tz = TimeZoneField(load_default=lambda: ZoneInfo("UTC"))
+
+    @pre_load
+    def one_value_each(self, args, **kwargs):
+        if not hasattr(args, "getlist"):
+            return args
+        repeated = {name: ["Give this parameter once."] for name in args if len(args.getlist(name)) > 1}
+        if repeated:
+            raise ValidationError(repeated)
+        return args.to_dict()
+
+    @validates_schema
+    def one_mode(self, args, **kwargs):
+        if args.get("page") is not None and args.get("cursor") is not None:
+            raise ValidationError("A cursor is for cursor mode; leave out `page`.", "cursor")
+
+
+log_list_args = LogListArgs()

@@ -1,0 +1,82 @@
+"""Read a page of the email log, its total and today's counts, concurrently on the read pool."""
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, time, timedelta
+
+from .cursors import encode_cursor
+from .queries.log_counts import count_all_logs, count_day, fill_log_counts, locate_offset
+from .queries.logs import count_matching_up_to, estimate_matching, select_newest_first, select_oldest_first
+
+FILTERS = ("status", "to", "from_addr", "created_after", "created_before")
+# Above this many matches a filtered total is the planner's estimate, flagged `total_exact: false`.
+EXACT_TOTAL_LIMIT = 10_000
+
+
+def run_concurrently(*calls):
+    """Run each (database, query, *args) on a pooled connection of its own, all at once; return the results."""
+
+    def run(database, query, *args):
+        with database.cursor() as cur:
+            return query(cur, *args)
+
+    with ThreadPoolExecutor(max_workers=len(calls) - 1) as pool:
+        futures = [pool.submit(run, *call) for call in calls[1:]]
+        first = run(*calls[0])  # the request's own thread takes one share of the work
+        return [first] + [future.result() for future in futures]
+
+
+def today_window(tz, now=None):
+    """Return (date, start, end): the current calendar day in `tz` and the instants it begins and ends."""
+    day = (now or datetime.now(tz)).astimezone(tz).date()
+    return day, datetime.combine(day, time(), tz), datetime.combine(day + timedelta(days=1), time(), tz)
+
+
+def _today(day, tz, counts):
+    return {"date": day.isoformat(), "timezone": str(tz), **counts}
+
+
+def _oldest_first(cur, filters, offset, limit):
+    if any(filters.values()):
+        return select_oldest_first(cur, filters, offset, limit)
+    since, skip = locate_offset(cur, offset)  # jumps to the right bucket instead of skipping row by row
+    return select_oldest_first(cur, filters, skip, limit, since)
+
+
+def _total(cur, filters):
+    if not any(filters.values()):
+        return count_all_logs(cur), True
+    matching = count_matching_up_to(cur, filters, EXACT_TOTAL_LIMIT)
+    if matching <= EXACT_TOTAL_LIMIT:
+        return matching, True
+    return max(estimate_matching(cur, filters), matching), False
+
+
+def read_offset_page(services, args):
+    """Offset mode: page `page` of the matching rows, oldest first, with the total."""
+    filters = {name: args[name] for name in FILTERS}
+    page, limit = args["page"], args["limit"]
+    day, start, end = today_window(args["tz"])
+    rows, (total, exact), counts, _ = run_concurrently(
+        (services.read_db, _oldest_first, filters, (page - 1) * limit, limit),
+        (services.read_db, _total, filters),
+        (services.read_db, count_day, start, end),
+        (services.db, fill_log_counts),
+    )
+    pagination = {"page": page, "limit": limit, "total": total, "total_pages": math.ceil(total / limit)}
+    return rows, {**pagination, "total_exact": exact}, _today(day, args["tz"], counts)
+
+
+def read_cursor_page(services, args):
+    """Cursor mode: the matching rows just older than the cursor's (or the newest), newest first."""
+    filters = {name: args[name] for name in FILTERS}
+    limit = args["limit"]
+    day, start, end = today_window(args["tz"])
+    rows, counts, _ = run_concurrently(
+        (services.read_db, select_newest_first, filters, args["cursor"], limit + 1),  # one more tells if a page follows
+        (services.read_db, count_day, start, end),
+        (services.db, fill_log_counts),
+    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor(last["created_at"], last["id"]) if last else None
+    return rows[:limit], {"limit": limit, "next_cursor": next_cursor}, _today(day, args["tz"], counts)
