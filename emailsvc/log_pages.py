@@ -4,7 +4,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, time, timedelta
 
-from .cursors import encode_cursor
+from .cursors import split_page
 from .queries.log_counts import count_all_logs, count_day, fill_log_counts, locate_offset
 from .queries.logs import count_matching_up_to, estimate_matching, select_newest_first, select_oldest_first
 
@@ -77,6 +77,5 @@ def read_cursor_page(services, args):
         (services.read_db, count_day, start, end),
         (services.db, fill_log_counts),
     )
-    last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = encode_cursor(last["created_at"], last["id"]) if last else None
-    return rows[:limit], {"limit": limit, "next_cursor": next_cursor}, _today(day, args["tz"], counts)
+    rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
+    return rows, {"limit": limit, "next_cursor": next_cursor}, _today(day, args["tz"], counts)

@@ -264,18 +264,40 @@ class DeliverySchema(Schema):
         return row["next_attempt_at"].isoformat() if row["state"] == "pending" else None
 
 
-class PageQuerySchema(Schema):
-    """The query of a cursor-paginated list: `limit` (1–100, clamped) and the `cursor` of the next page."""
-
-    limit = fields.Integer(metadata={"description": "1–100, default 10; out-of-range numbers are clamped."})
-    cursor = fields.String(metadata={"description": "`next_cursor` of the previous page."})
-
-
 class CursorPaginationSchema(Schema):
     """Where a cursor-paginated list stands: the next page's cursor, or null on the last page."""
 
     limit = fields.Integer()
     next_cursor = fields.String(allow_none=True)
+
+
+class TodaySchema(Schema):
+    """Today's counts in the requested time zone."""
+
+    date = fields.Date()
+    timezone = fields.String()
+    created = fields.Integer()
+    sent = fields.Integer()
+    failed = fields.Integer()
+
+
+class LogPaginationSchema(Schema):
+    """Offset mode: page, limit, total, total_pages, total_exact. Cursor mode: limit, next_cursor."""
+
+    page = fields.Integer()
+    limit = fields.Integer()
+    total = fields.Integer()
+    total_pages = fields.Integer()
+    total_exact = fields.Boolean()
+    next_cursor = fields.String(allow_none=True)
+
+
+class LogPageSchema(Schema):
+    """A page of GET /email/logs."""
+
+    items = fields.List(fields.Nested(LogSchema))
+    pagination = fields.Nested(LogPaginationSchema)
+    today = fields.Nested(TodaySchema)
 
 
 class SuppressionPageSchema(Schema):
@@ -305,7 +327,6 @@ class DeliveryEventOutcomeSchema(Schema):
     outcome = fields.String(metadata={"description": "applied, recorded, duplicate or unknown_message."})
 
 
-page_query_schema = PageQuerySchema()
 delivery_event_schema = DeliveryEventSchema()
 new_suppression_schema = NewSuppressionSchema()
 suppression_schema = SuppressionSchema()
@@ -313,6 +334,7 @@ new_webhook_schema = NewWebhookSchema()
 webhook_schema = WebhookSchema()
 new_webhook_response_schema = NewWebhookResponseSchema()
 delivery_schema = DeliverySchema()
+log_page_schema = LogPageSchema()
 suppression_page_schema = SuppressionPageSchema()
 webhook_list_schema = WebhookListSchema()
 delivery_page_schema = DeliveryPageSchema()

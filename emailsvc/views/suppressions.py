@@ -1,16 +1,15 @@
 """GET, POST /suppressions and DELETE /suppressions/<address>; and the check every send passes."""
 
-import datetime as dt
-
 from flask import Blueprint
 
 from ..addresses import InvalidAddress, addr_spec, normalize_address
 from ..auth import require_scope
+from ..cursors import split_page
 from ..errors import NotFound, RecipientSuppressed
+from ..list_args import load_args, page_args
 from ..openapi import document
-from ..paging import page, page_cursor, page_limit, text
 from ..queries.suppressions import add_suppression, delete_suppression, find_suppressed, list_suppressions
-from ..schemas import new_suppression_schema, page_query_schema, suppression_page_schema, suppression_schema
+from ..schemas import new_suppression_schema, suppression_page_schema, suppression_schema
 from ..services import get_services
 from ..web import json_body
 
@@ -32,14 +31,15 @@ def refuse_suppressed(email):
 
 
 @bp.get("")
-@document(query=page_query_schema, response=suppression_page_schema)
+@document(query=page_args, response=suppression_page_schema)
 @require_scope("send")
 def list_entries():
     """Return the list, newest first, a page at a time."""
-    limit, before = page_limit(), page_cursor(dt.datetime.fromisoformat, text)
+    args = load_args(page_args)
+    limit = args["limit"]
     with get_services().read_db.cursor() as cur:
-        rows = list_suppressions(cur, limit + 1, before)
-    rows, next_cursor = page(rows, limit, lambda row: (row["created_at"].isoformat(), row["address"]))
+        rows = list_suppressions(cur, limit + 1, args["cursor"])
+    rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["address"]))
     items = suppression_schema.dump(rows, many=True)
     return {"items": items, "pagination": {"limit": limit, "next_cursor": next_cursor}}
 

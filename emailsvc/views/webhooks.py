@@ -4,16 +4,16 @@ An endpoint receives the log of every message (without bodies), so managing endp
 scopes, and reading them needs `read`.
 """
 
-import datetime as dt
 import uuid
 from itertools import groupby
 
 from flask import Blueprint
 
 from ..auth import require_scope
+from ..cursors import split_page
 from ..errors import NotFound
+from ..list_args import load_args, page_args
 from ..openapi import document
-from ..paging import page, page_cursor, page_limit
 from ..queries.webhooks import (
     delete_endpoint,
     endpoint_exists,
@@ -27,7 +27,6 @@ from ..schemas import (
     delivery_schema,
     new_webhook_response_schema,
     new_webhook_schema,
-    page_query_schema,
     webhook_list_schema,
     webhook_schema,
 )
@@ -81,16 +80,17 @@ def delete(webhook_id):
 
 
 @bp.get("/<webhook_id>/deliveries")
-@document(query=page_query_schema, response=delivery_page_schema, errors=[404])
+@document(query=page_args, response=delivery_page_schema, errors=[404])
 @require_scope("read")
 def deliveries(webhook_id):
     """Return an endpoint's deliveries, newest first, each with its attempts, a page at a time."""
-    limit, before = page_limit(), page_cursor(dt.datetime.fromisoformat, uuid.UUID)
+    args = load_args(page_args)
+    limit = args["limit"]
     with get_services().db.cursor() as cur:
         if not endpoint_exists(cur, endpoint_id(webhook_id)):
             raise NotFound("No webhook endpoint with this id.")
-        rows = list_deliveries(cur, endpoint_id(webhook_id), limit + 1, before)
-        rows, next_cursor = page(rows, limit, lambda row: (row["created_at"].isoformat(), row["id"]))
+        rows = list_deliveries(cur, endpoint_id(webhook_id), limit + 1, args["cursor"])
+        rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
         attempts = {key: list(group) for key, group in groupby(list_attempts(cur, [r["id"] for r in rows]),
                                                                key=lambda a: a["delivery_id"])}  # fmt: skip
     for row in rows:

@@ -1,4 +1,4 @@
-"""The query string of GET /email/logs, loaded and checked by a marshmallow schema.
+"""The query strings of the list endpoints, loaded and checked by marshmallow schemas.
 
 Kept beside schemas.py rather than in it because query strings differ from JSON bodies: every value
 arrives as text, a parameter may be repeated, and malformed input is a 400, not a 422.
@@ -8,9 +8,11 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from flask import request
 from marshmallow import Schema, ValidationError, fields, pre_load, validates_schema
 
 from .cursors import InvalidCursor, decode_cursor
+from .errors import InvalidParameter
 from .schemas import AddressField
 
 LOG_STATUSES = ("SCHEDULED", "PENDING", "SENDING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "COMPLAINED")
@@ -70,7 +72,7 @@ class StatusField(fields.String):
 
 
 class CursorField(fields.String):
-    """A next_cursor from an earlier page; loads to its (created_at, id) position."""
+    """A next_cursor from an earlier page; loads to its (created_at, key) position."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
@@ -79,18 +81,11 @@ class CursorField(fields.String):
             raise ValidationError(str(exc)) from exc
 
 
-class LogListArgs(Schema):
-    """The query string of GET /email/logs; `page` present means offset mode, absent cursor mode."""
+class PageArgs(Schema):
+    """The query string of a cursor-paginated list: `limit` (1–100, clamped) and `cursor`."""
 
-    page = ClampedInteger(1, MAX_PAGE, load_default=None)
     limit = ClampedInteger(1, MAX_LIMIT, load_default=10)
     cursor = CursorField(load_default=None)
-    status = StatusField(load_default=None)
-    to = AddressField(load_default=None)
-    from_addr = AddressField(data_key="from", load_default=None)
-    created_after = IsoDateTime(load_default=None)
-    created_before = IsoDateTime(load_default=None)
-    tz = TimeZoneField(load_default=lambda: ZoneInfo("UTC"))
 
     @pre_load
     def one_value_each(self, args, **kwargs):
@@ -101,10 +96,31 @@ class LogListArgs(Schema):
             raise ValidationError(repeated)
         return args.to_dict()
 
+
+class LogListArgs(PageArgs):
+    """The query string of GET /email/logs; `page` present means offset mode, absent cursor mode."""
+
+    page = ClampedInteger(1, MAX_PAGE, load_default=None)
+    status = StatusField(load_default=None)
+    to = AddressField(load_default=None)
+    from_addr = AddressField(data_key="from", load_default=None)
+    created_after = IsoDateTime(load_default=None)
+    created_before = IsoDateTime(load_default=None)
+    tz = TimeZoneField(load_default=lambda: ZoneInfo("UTC"))
+
     @validates_schema
     def one_mode(self, args, **kwargs):
         if args.get("page") is not None and args.get("cursor") is not None:
             raise ValidationError("A cursor is for cursor mode; leave out `page`.", "cursor")
 
 
+def load_args(schema):
+    """Load the request's query string with `schema`; anything malformed is a 400 invalid_parameter."""
+    try:
+        return schema.load(request.args)
+    except ValidationError as exc:
+        raise InvalidParameter(details=exc.normalized_messages()) from exc
+
+
+page_args = PageArgs()
 log_list_args = LogListArgs()
