@@ -67,6 +67,13 @@ class NotFound(ApiError):
     status, code, message = 404, "not_found", "Not found."
 
 
+class IdempotencyConflict(ApiError):
+    """The Idempotency-Key was used before with a different body."""
+
+    status, code = 409, "idempotency_conflict"
+    message = "This Idempotency-Key was already used with a different request body."
+
+
 class UnsupportedMediaType(ApiError):
     """The body is not declared as JSON."""
 

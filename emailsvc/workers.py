@@ -1,7 +1,8 @@
 """`python worker.py`: WORKER_PROCESSES sending processes on queue `email`, kept alive by a supervisor.
 
 Each process runs RQ's SimpleWorker, which performs jobs in-process instead of forking per job, so
-it keeps its database connection and its SMTP connection open from one message to the next.
+it keeps its database connection and its SMTP connection open from one message to the next. The
+supervisor, otherwise idle, runs the reconciler every RECONCILE_INTERVAL seconds.
 """
 
 import ctypes
@@ -14,11 +15,15 @@ import time
 from rq import SimpleWorker
 
 from . import create_app
-from .config import load_config
+from .reconciler import reconcile
 from .services import get_services
 
 log = logging.getLogger("emailsvc.worker")
 RESPAWN_DELAY = 1.0
+# RQ runs its scheduler (retries, send_at) in one worker at a time and looks for a dead one only
+# during maintenance, every 10 minutes by default; check every 30 s so a scheduler lost to a Redis
+# outage or a killed worker is replaced soon after its lock expires.
+MAINTENANCE_INTERVAL = 30
 
 
 def _die_with_parent():
@@ -35,7 +40,9 @@ def run_worker():
     app = create_app()
     with app.app_context():
         services = get_services()
-        worker = SimpleWorker([services.email_queue], connection=services.redis)
+        worker = SimpleWorker(
+            [services.email_queue], connection=services.redis, maintenance_interval=MAINTENANCE_INTERVAL
+        )
         try:
             worker.work(with_scheduler=True, logging_level="INFO")
         finally:
@@ -43,12 +50,14 @@ def run_worker():
 
 
 class Supervisor:
-    """Starts the sending processes, restarts one that dies, and stops them all on SIGTERM or SIGINT."""
+    """Starts the sending processes, restarts one that dies, reconciles, and stops them all on SIGTERM or SIGINT."""
 
-    def __init__(self, count):
-        self.count = count
+    def __init__(self, app):
+        self.app = app
+        self.count = app.config["WORKER_PROCESSES"]
         self.children = []
         self.stopping = False
+        self.next_reconcile = 0.0
 
     def start_child(self):
         child = multiprocessing.get_context("fork").Process(target=run_worker, name="emailsvc-worker")
@@ -61,6 +70,16 @@ class Supervisor:
             if child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)  # warm shutdown: the message in hand is finished
 
+    def reconcile_when_due(self):
+        if self.stopping or time.monotonic() < self.next_reconcile:
+            return
+        self.next_reconcile = time.monotonic() + self.app.config["RECONCILE_INTERVAL"]
+        try:
+            with self.app.app_context():
+                reconcile(self.app.config["RECONCILE_GRACE"])
+        except Exception:  # an outage must not stop the supervisor; the next pass tries again
+            log.exception("reconciler pass failed")
+
     def run(self):
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
@@ -68,6 +87,7 @@ class Supervisor:
             self.start_child()
         log.info("started %d sending processes", self.count)
         while self.children:
+            self.reconcile_when_due()
             time.sleep(0.5)
             for child in [c for c in self.children if not c.is_alive()]:
                 child.join()
@@ -81,4 +101,4 @@ class Supervisor:
 def main():
     """Entry point of worker.py."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    Supervisor(load_config()["WORKER_PROCESSES"]).run()
+    Supervisor(create_app()).run()
