@@ -5,7 +5,7 @@ A pass (run by worker.py every RECONCILE_INTERVAL seconds, and by `flask --app w
    PENDING and queued again if attempts remain, else FAILED;
 2. re-enqueues rows waiting for a job (PENDING, or SCHEDULED and due) unchanged for the grace
    period whose job is gone: missing (Redis restarted empty, or a crash between insert and
-   enqueue), failed, or started by a worker that died before claiming the row;
+   enqueue), failed, or taken by a worker that died before claiming the row;
 3. hands to the queue a job RQ's scheduler should have moved more than the grace period ago;
 4. deletes idempotency keys older than 24 h.
 Passes are serialised by a PostgreSQL advisory lock, so every worker may run them.
@@ -16,6 +16,7 @@ import time
 
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.utils import utcparse
 
 from .jobs import MAX_ATTEMPTS, enqueue_delivery
 from .queries.emails import list_waiting, lock_reconciler, settle_abandoned, unlock_reconciler
@@ -73,21 +74,31 @@ def _requeue_lost(cur, queue, grace, done):
 
 
 def _lost_jobs(queue, job_ids, grace):
-    """Return (ids whose job is gone, ids whose scheduled job is overdue by more than `grace` seconds)."""
+    """Return (ids whose job is gone, ids whose scheduled job is overdue by more than `grace` seconds).
+
+    Alive: queued (but not stranded in RQ's intermediate list by a worker killed mid-dequeue),
+    scheduled and not overdue, or started less than `grace` ago (its worker is about to claim the
+    row). Anything else is gone: missing, failed, or started by a worker that died before claiming.
+    Mistaking a live job for a gone one only adds a job that finds the row taken and does nothing.
+    """
     pipe = queue.connection.pipeline(transaction=False)
+    pipe.lrange(queue.intermediate_queue_key, 0, -1)
     for job_id in job_ids:
-        pipe.hget(Job.key_for(job_id), "status")
+        pipe.hmget(Job.key_for(job_id), "status", "started_at")
         pipe.zscore(queue.scheduled_job_registry.key, job_id)
-    replies = pipe.execute()
-    now = time.time()
+    stranded, *replies = pipe.execute()
+    stranded = {job_id.decode() for job_id in stranded}
+    cutoff = time.time() - grace
     gone, overdue = [], []
-    for job_id, status, due in zip(job_ids, replies[::2], replies[1::2], strict=True):
+    for job_id, (status, started_at), due in zip(job_ids, replies[::2], replies[1::2], strict=True):
         status = status.decode() if status else None
-        if status == JobStatus.QUEUED:
+        if status == JobStatus.QUEUED and job_id not in stranded:
+            continue
+        if status == JobStatus.STARTED and started_at and utcparse(started_at.decode()).timestamp() > cutoff:
             continue
         if status == JobStatus.SCHEDULED and due is not None:
-            if due < now - grace:
+            if due < cutoff:
                 overdue.append(job_id)
             continue
-        gone.append(job_id)  # missing, failed, finished or stopped, or started by a worker now dead
+        gone.append(job_id)
     return gone, overdue

@@ -57,6 +57,7 @@ class Supervisor:
         self.count = app.config["WORKER_PROCESSES"]
         self.children = []
         self.stopping = False
+        self.signalled = set()
         self.next_reconcile = 0.0
 
     def start_child(self):
@@ -64,11 +65,12 @@ class Supervisor:
         child.start()
         self.children.append(child)
 
-    def stop(self, signum, frame):
+    def stop(self, signum=None, frame=None):
         self.stopping = True
         for child in self.children:
-            if child.is_alive():
+            if child.is_alive() and child.pid not in self.signalled:
                 os.kill(child.pid, signal.SIGTERM)  # warm shutdown: the message in hand is finished
+                self.signalled.add(child.pid)
 
     def reconcile_when_due(self):
         if self.stopping or time.monotonic() < self.next_reconcile:
@@ -95,7 +97,10 @@ class Supervisor:
                 if not self.stopping:
                     log.warning("sending process %s exited with %s; starting another", child.pid, child.exitcode)
                     time.sleep(RESPAWN_DELAY)
-                    self.start_child()
+                    if not self.stopping:  # SIGTERM may have come during the delay
+                        self.start_child()
+            if self.stopping:
+                self.stop()  # also reaches a process started while the signal was being handled
 
 
 def main():
