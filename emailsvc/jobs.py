@@ -22,8 +22,11 @@ MAX_ATTEMPTS = 1 + MAX_RETRIES
 FAILED_JOB_TTL = 7 * 24 * 3600  # failed jobs stay visible in the dashboard for a week
 
 
-def enqueue_delivery(email_id, at=None):
-    """Queue the delivery of one logged message, at once or at the datetime `at`; the job carries only its id."""
+def enqueue_delivery(email_id, at=None, at_front=False):
+    """Queue the delivery of one logged message, at once or at the datetime `at`; the job carries only its id.
+
+    `at_front` puts it before the backlog: for a message that has already waited (the reconciler's).
+    """
     email_id = str(email_id)
     options = {
         "job_id": email_id,  # one job per message, so the reconciler can tell whether it exists
@@ -33,7 +36,7 @@ def enqueue_delivery(email_id, at=None):
     }
     queue = get_services().email_queue
     if at is None:
-        queue.enqueue("emailsvc.jobs.deliver", email_id, **options)
+        queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, **options)
     else:
         queue.enqueue_at(at, "emailsvc.jobs.deliver", email_id, **options)
 

@@ -8,7 +8,8 @@ A pass (run by worker.py every RECONCILE_INTERVAL seconds, and by `flask --app w
    enqueue), failed, or taken by a worker that died before claiming the row;
 3. hands to the queue a job RQ's scheduler should have moved more than the grace period ago;
 4. deletes idempotency keys older than 24 h.
-Passes are serialised by a PostgreSQL advisory lock, so every worker may run them.
+What it queues goes to the front of the queue: it has waited already, and must not wait again
+behind a backlog. Passes are serialised by a PostgreSQL advisory lock, so every worker may run them.
 """
 
 import logging
@@ -51,7 +52,7 @@ def _settle_abandoned(cur, done):
     while settled := settle_abandoned(cur, MAX_ATTEMPTS, RETRY_NOTE, FAILED_NOTE):
         for row in settled:
             if row["status"] == "PENDING":
-                enqueue_delivery(row["id"])
+                enqueue_delivery(row["id"], at_front=True)
                 done["abandoned"] += 1
             else:
                 done["failed"] += 1
@@ -63,7 +64,7 @@ def _requeue_lost(cur, queue, grace, done):
         after = (page[-1]["updated_at"], page[-1]["id"])
         gone, overdue = _lost_jobs(queue, [str(row["id"]) for row in page], grace)
         for email_id in gone:
-            enqueue_delivery(email_id)
+            enqueue_delivery(email_id, at_front=True)
             done["requeued"] += 1
         for email_id in overdue:
             try:

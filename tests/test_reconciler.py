@@ -39,13 +39,14 @@ def abandon_mid_send(app, email_id):
         claim_for_sending(cur, email_id)
 
 
-def test_a_pending_message_whose_job_is_gone_is_queued_again_and_sent(client, auth, app, smtp):
+def test_a_pending_message_whose_job_is_gone_is_queued_again_before_the_backlog(client, auth, app, smtp):
     email_id = send(client, auth)
     Redis.from_url(TEST_REDIS_URL).flushdb()  # Redis restarted empty
+    backlog = send(client, auth)
     assert run_reconciler(app)["requeued"] == 1
-    assert queue().job_ids == [email_id]
+    assert queue().job_ids == [email_id, backlog]  # it has waited already
     run_jobs(app)
-    assert log_of(client, auth, email_id)["status"] == "SENT" and len(smtp.received) == 1
+    assert log_of(client, auth, email_id)["status"] == "SENT" and len(smtp.received) == 2
 
 
 def test_a_message_younger_than_the_grace_period_is_left_alone(client, auth, app):
