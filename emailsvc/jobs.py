@@ -68,7 +68,8 @@ def _deliver_locked(cur, mailer, email_id):
         return
     except TransientFailure as exc:
         job = get_current_job()
-        if job is not None and job.retries_left:
+        # The row counts attempts across jobs: one queued again by the reconciler has fresh retries.
+        if job is not None and job.retries_left and row["attempts"] < MAX_ATTEMPTS:
             mark_retrying(cur, email_id, str(exc))
         else:
             mark_failed(cur, email_id, f"Retries exhausted. Last error: {exc}")

@@ -3,6 +3,7 @@
 import socket
 from datetime import UTC, datetime, timedelta
 
+import psycopg2
 import pytest
 from conftest import run_jobs
 
@@ -160,3 +161,13 @@ def test_a_job_for_a_message_another_worker_is_sending_sends_nothing(client, aut
         unlock_for_sending(other_worker, email_id)
     assert smtp.received == []
     assert log_of(client, auth, email_id)["status"] == "PENDING"
+
+
+def test_attempts_are_capped_by_the_log_not_by_the_job(client, auth, app, smtp, database):
+    smtp.default_reply = "451 4.3.0 Mailbox busy"
+    email_id = send(client, auth)
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:  # three attempts made by an earlier job
+        cur.execute("UPDATE emails SET attempts = 3 WHERE id = %s", (email_id,))
+    run_jobs(app)
+    log = log_of(client, auth, email_id)
+    assert log["status"] == "FAILED" and log["attempts"] == 4
