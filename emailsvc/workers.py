@@ -1,8 +1,8 @@
 """`python worker.py`: WORKER_PROCESSES sending processes on queue `email`, kept alive by a supervisor.
 
 Each process runs RQ's SimpleWorker, which performs jobs in-process instead of forking per job, so
-it keeps its database connection and its SMTP connection open from one message to the next. The
-supervisor, otherwise idle, runs the reconciler every RECONCILE_INTERVAL seconds.
+it keeps its SMTP connection open from one message to the next. The supervisor, otherwise idle,
+runs the reconciler every RECONCILE_INTERVAL seconds.
 """
 
 import ctypes
@@ -69,8 +69,8 @@ class Supervisor:
         self.stopping = True
         for child in self.children:
             if child.is_alive() and child.pid not in self.signalled:
+                self.signalled.add(child.pid)  # once: RQ takes a second SIGTERM as a cold stop
                 os.kill(child.pid, signal.SIGTERM)  # warm shutdown: the message in hand is finished
-                self.signalled.add(child.pid)
 
     def reconcile_when_due(self):
         if self.stopping or time.monotonic() < self.next_reconcile:
