@@ -149,3 +149,22 @@ BEGIN
 END $$;
 CREATE OR REPLACE TRIGGER emails_deleted_clear_counts AFTER DELETE OR TRUNCATE ON emails
     FOR EACH STATEMENT EXECUTE FUNCTION clear_email_log_counts();
+
+-- The reconciler's scans: messages not finished yet, oldest change first.
+CREATE INDEX IF NOT EXISTS emails_unfinished_idx ON emails (updated_at, id)
+    WHERE status IN ('SCHEDULED', 'PENDING', 'SENDING');
+
+-- Idempotency-Key: one message per (API key, client key) for 24 h; the primary key is what makes
+-- concurrent identical requests create one message, not a read-then-write.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    api_key_id   bigint      NOT NULL REFERENCES api_keys (id),
+    key          text        NOT NULL,
+    request_hash bytea       NOT NULL,  -- SHA-256 of the canonical JSON body
+    email_id     uuid        NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (api_key_id, key)
+);
+-- The reconciler's purge of keys older than 24 h.
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
+-- Releasing the key of a message whose enqueue failed.
+CREATE INDEX IF NOT EXISTS idempotency_keys_email_id_idx ON idempotency_keys (email_id);

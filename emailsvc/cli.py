@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app wsgi init-db | api-keys …`."""
+"""Operator commands: `flask --app wsgi init-db | api-keys … | reconcile`."""
 
 import click
 from flask import current_app
@@ -7,6 +7,7 @@ from flask.cli import AppGroup, with_appcontext
 from .auth import SCOPES, hash_key, new_key
 from .db import init_db
 from .queries.api_keys import insert_api_key, list_api_keys, revoke_api_key
+from .reconciler import reconcile
 from .services import get_services
 
 api_keys = AppGroup("api-keys", help="Create, list and revoke API keys.")
@@ -59,6 +60,21 @@ def revoke_key(key_id):
     click.echo(f"Revoked key {key_id}.", err=True)
 
 
+@click.command("reconcile")
+@click.option("--grace", type=float, help="Seconds a waiting row must be unchanged [default: RECONCILE_GRACE].")
+@with_appcontext
+def reconcile_command(grace):
+    """Run one reconciler pass: re-enqueue lost jobs, settle abandoned sends."""
+    done = reconcile(current_app.config["RECONCILE_GRACE"] if grace is None else grace)
+    if done is None:
+        raise click.ClickException("Another reconciler pass is running; try again shortly.")
+    click.echo(
+        f"Abandoned sends queued again: {done['abandoned']}; failed: {done['failed']}; "
+        f"lost jobs queued again: {done['requeued']}; expired idempotency keys deleted: {done['expired_keys']}."
+    )
+
+
 def register_commands(app):
     app.cli.add_command(init_db_command)
     app.cli.add_command(api_keys)
+    app.cli.add_command(reconcile_command)

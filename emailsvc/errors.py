@@ -93,7 +93,8 @@ class NotFound(ApiError):
 class IdempotencyConflict(ApiError):
     """The Idempotency-Key was used before with a different body."""
 
-    status, code, message = 409, "idempotency_conflict", "This Idempotency-Key was used with a different request body."
+    status, code = 409, "idempotency_conflict"
+    message = "This Idempotency-Key was already used with a different request body."
 
 
 class UnsupportedMediaType(ApiError):

@@ -6,48 +6,72 @@ from flask import current_app
 from rq import Retry, get_current_job
 
 from .mailer import PermanentFailure, TransientFailure
-from .queries.emails import claim_for_sending, mark_failed, mark_retrying, mark_sent
+from .queries.emails import (
+    claim_for_sending,
+    lock_for_sending,
+    mark_failed,
+    mark_retrying,
+    mark_sent,
+    unlock_for_sending,
+)
 from .services import get_services
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 3
+MAX_ATTEMPTS = 1 + MAX_RETRIES
 FAILED_JOB_TTL = 7 * 24 * 3600  # failed jobs stay visible in the dashboard for a week
 
 
-def enqueue_delivery(email_id):
-    """Queue the delivery of one logged message; the job carries only its id."""
+def enqueue_delivery(email_id, at=None, at_front=False):
+    """Queue the delivery of one logged message, at once or at the datetime `at`; the job carries only its id.
+
+    `at_front` puts it before the backlog: for a message that has already waited (the reconciler's).
+    """
     email_id = str(email_id)
-    get_services().email_queue.enqueue(
-        "emailsvc.jobs.deliver",
-        email_id,
-        job_id=email_id,  # one job per message, so the reconciler can tell whether it exists
-        retry=Retry(max=MAX_RETRIES, interval=current_app.config["EMAIL_RETRY_INTERVALS"]),
-        result_ttl=0,
-        failure_ttl=FAILED_JOB_TTL,
-    )
+    options = {
+        "job_id": email_id,  # one job per message, so the reconciler can tell whether it exists
+        "retry": Retry(max=MAX_RETRIES, interval=current_app.config["EMAIL_RETRY_INTERVALS"]),
+        "result_ttl": 0,
+        "failure_ttl": FAILED_JOB_TTL,
+    }
+    queue = get_services().email_queue
+    if at is None:
+        queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, **options)
+    else:
+        queue.enqueue_at(at, "emailsvc.jobs.deliver", email_id, **options)
 
 
 def deliver(email_id):
     """Send one logged message and record the outcome; transient failures raise so RQ retries."""
     services = get_services()
+    # One connection for the whole delivery: it holds the sending lock until the outcome is recorded.
     with services.db.cursor() as cur:
-        row = claim_for_sending(cur, email_id)
+        if not lock_for_sending(cur, email_id):
+            log.info("email %s is being sent by another job; nothing to do", email_id)
+            return
+        try:
+            _deliver_locked(cur, services.mailer, email_id)
+        finally:
+            if not cur.connection.closed:
+                unlock_for_sending(cur, email_id)
+
+
+def _deliver_locked(cur, mailer, email_id):
+    row = claim_for_sending(cur, email_id)
     if row is None:
         log.info("email %s is not waiting; nothing to send", email_id)
         return
     try:
-        reply = services.mailer.send(row)
+        reply = mailer.send(row)
     except PermanentFailure as exc:
-        with services.db.cursor() as cur:
-            mark_failed(cur, email_id, str(exc))
+        mark_failed(cur, email_id, str(exc))
         return
     except TransientFailure as exc:
         job = get_current_job()
-        with services.db.cursor() as cur:
-            if job is not None and job.retries_left:
-                mark_retrying(cur, email_id, str(exc))
-            else:
-                mark_failed(cur, email_id, f"Retries exhausted. Last error: {exc}")
+        # The row counts attempts across jobs: one queued again by the reconciler has fresh retries.
+        if job is not None and job.retries_left and row["attempts"] < MAX_ATTEMPTS:
+            mark_retrying(cur, email_id, str(exc))
+        else:
+            mark_failed(cur, email_id, f"Retries exhausted. Last error: {exc}")
         raise
-    with services.db.cursor() as cur:
-        mark_sent(cur, email_id, reply)
+    mark_sent(cur, email_id, reply)

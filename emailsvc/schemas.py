@@ -2,6 +2,7 @@
 
 import datetime as dt
 import re
+from datetime import UTC, datetime, timedelta
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
@@ -14,6 +15,7 @@ MAX_METADATA_KEYS = 20
 ALLOWED_HEADERS = {"list-unsubscribe", "list-unsubscribe-post", "list-id", "in-reply-to", "references",
                    "auto-submitted", "precedence", "importance", "priority"}  # fmt: skip
 HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,76}$")
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
 
 
 class AddressField(fields.String):
@@ -63,6 +65,12 @@ class SendSchema(Schema):
         load_default=dict,
         validate=validate.Length(max=MAX_METADATA_KEYS, error="At most {max} keys."),
     )
+    # An offset is required: a naive time would be read in a time zone the client did not mean.
+    scheduled_at = fields.AwareDateTime(
+        data_key="send_at",
+        load_default=None,
+        error_messages={"invalid_awareness": "Give a time with a UTC offset, e.g. 2026-12-01T09:00:00Z."},
+    )
 
     @validates("headers")
     def check_headers(self, headers, **kwargs):
@@ -76,6 +84,12 @@ class SendSchema(Schema):
                 errors[name] = ["Must be at most 998 characters without line breaks."]
         if errors:
             raise ValidationError(errors)
+
+    @validates("scheduled_at")
+    def check_send_at(self, value, **kwargs):
+        now = datetime.now(UTC)
+        if value is not None and not now < value <= now + MAX_SCHEDULE_AHEAD:
+            raise ValidationError("Must be in the future and at most 30 days ahead.")
 
     @validates_schema
     def check_message(self, data, **kwargs):

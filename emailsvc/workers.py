@@ -3,7 +3,8 @@
 Each process runs RQ's SimpleWorker, which performs jobs in-process instead of forking per job, so
 it keeps its database connection and its SMTP connection open from one message to the next.
 WEBHOOK_PROCESSES separate processes deliver outbound webhooks (queue `webhooks`): a sending process
-never waits on a webhook receiver, however slow.
+never waits on a webhook receiver, however slow. The supervisor, otherwise idle, runs the
+reconciler every RECONCILE_INTERVAL seconds.
 """
 
 import ctypes
@@ -17,12 +18,16 @@ import time
 from rq import SimpleWorker
 
 from . import create_app
-from .config import load_config
 from .notify import dispatch_forever, webhook_queue
+from .reconciler import reconcile
 from .services import get_services
 
 log = logging.getLogger("emailsvc.worker")
 RESPAWN_DELAY = 1.0
+# RQ runs its scheduler (retries, send_at) in one worker at a time and looks for a dead one only
+# during maintenance, every 10 minutes by default; check every 30 s so a scheduler lost to a Redis
+# outage or a killed worker is replaced soon after its lock expires.
+MAINTENANCE_INTERVAL = 30
 
 
 def _die_with_parent():
@@ -39,7 +44,9 @@ def run_worker():
     app = create_app()
     with app.app_context():
         services = get_services()
-        worker = SimpleWorker([services.email_queue], connection=services.redis)
+        worker = SimpleWorker(
+            [services.email_queue], connection=services.redis, maintenance_interval=MAINTENANCE_INTERVAL
+        )
         try:
             worker.work(with_scheduler=True, logging_level="INFO")
         finally:
@@ -56,13 +63,19 @@ def run_webhook_worker():
 
 
 class Supervisor:
-    """Starts the sending and webhook processes, restarts one that dies, and stops them all on SIGTERM or SIGINT."""
+    """Starts the sending and webhook processes, restarts one that dies, reconciles, and stops them all on
+    SIGTERM or SIGINT."""
 
-    def __init__(self, count, webhook_count=0):
-        self.targets = [run_worker] * count + [run_webhook_worker] * webhook_count
+    def __init__(self, app):
+        self.app = app
+        self.targets = [run_worker] * app.config["WORKER_PROCESSES"] + [run_webhook_worker] * app.config[
+            "WEBHOOK_PROCESSES"
+        ]
         self.children = []
         self.roles = {}  # child process -> the function it runs, to restart it as the same kind
         self.stopping = False
+        self.signalled = set()
+        self.next_reconcile = 0.0
 
     def start_child(self, target):
         child = multiprocessing.get_context("fork").Process(target=target, name=f"emailsvc-{target.__name__}")
@@ -70,32 +83,50 @@ class Supervisor:
         self.children.append(child)
         self.roles[child] = target
 
-    def stop(self, signum, frame):
+    def stop(self, signum=None, frame=None):
         self.stopping = True
         for child in self.children:
-            if child.is_alive():
+            if child.is_alive() and child.pid not in self.signalled:
+                self.signalled.add(child.pid)  # once: RQ takes a second SIGTERM as a cold stop
                 os.kill(child.pid, signal.SIGTERM)  # warm shutdown: the message in hand is finished
+
+    def reconcile_when_due(self):
+        if self.stopping or time.monotonic() < self.next_reconcile:
+            return
+        self.next_reconcile = time.monotonic() + self.app.config["RECONCILE_INTERVAL"]
+        try:
+            with self.app.app_context():
+                reconcile(self.app.config["RECONCILE_GRACE"])
+        except Exception:  # an outage must not stop the supervisor; the next pass tries again
+            log.exception("reconciler pass failed")
 
     def run(self):
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         for target in self.targets:
             self.start_child(target)
-        log.info("started %d sending and %d webhook processes", self.targets.count(run_worker),
-                 self.targets.count(run_webhook_worker))  # fmt: skip
+        log.info(
+            "started %d sending and %d webhook processes",
+            self.targets.count(run_worker),
+            self.targets.count(run_webhook_worker),
+        )
         while self.children:
+            self.reconcile_when_due()
             time.sleep(0.5)
             for child in [c for c in self.children if not c.is_alive()]:
                 child.join()
                 self.children.remove(child)
+                target = self.roles.pop(child)
                 if not self.stopping:
                     log.warning("%s process %s exited with %s; starting another", child.name, child.pid, child.exitcode)
                     time.sleep(RESPAWN_DELAY)
-                    self.start_child(self.roles.pop(child))
+                    if not self.stopping:  # SIGTERM may have come during the delay
+                        self.start_child(target)
+            if self.stopping:
+                self.stop()  # also reaches a process started while the signal was being handled
 
 
 def main():
     """Entry point of worker.py."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = load_config()
-    Supervisor(config["WORKER_PROCESSES"], config["WEBHOOK_PROCESSES"]).run()
+    Supervisor(create_app()).run()

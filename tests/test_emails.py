@@ -1,10 +1,11 @@
 """POST /email/send and GET /email/logs/<id>."""
 
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg2
 import pytest
-from conftest import TEST_REDIS_URL, run_jobs
+from conftest import TEST_REDIS_URL, run_jobs, wait_for
 from redis import Redis
 from rq import Queue
 
@@ -157,3 +158,58 @@ def test_requests_reuse_database_connections(client, auth, database):
     for _ in range(5):
         assert send(client, auth).status_code == 201
     assert kept and sessions() == kept
+
+
+def iso(moment):
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_send_at_records_scheduled_and_schedules_the_job_for_that_time(client, auth):
+    send_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    response = send(client, auth, send_at=iso(send_at))
+    assert response.status_code == 201
+    log = response.get_json()
+    assert log["status"] == "SCHEDULED" and log["scheduled_at"] == send_at.isoformat()
+    queue = Queue("email", connection=Redis.from_url(TEST_REDIS_URL))
+    assert queue.count == 0
+    assert queue.scheduled_job_registry.get_scheduled_time(log["id"]) == send_at
+    events = client.get(f"/email/logs/{log['id']}", headers=auth).get_json()["events"]
+    assert [e["type"] for e in events] == ["scheduled"]
+
+
+@pytest.mark.parametrize(
+    "send_at",
+    [
+        lambda now: iso(now - timedelta(minutes=1)),
+        lambda now: iso(now + timedelta(days=30, minutes=1)),
+        lambda now: (now + timedelta(hours=1)).replace(tzinfo=None).isoformat(),  # no offset
+        lambda now: "tomorrow",
+        lambda now: 1767225600,
+    ],
+)
+def test_send_at_in_the_past_too_far_ahead_or_malformed_is_422(client, auth, database, send_at):
+    response = send(client, auth, send_at=send_at(datetime.now(UTC)))
+    assert response.status_code == 422
+    assert "send_at" in response.get_json()["error"]["details"]
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM emails")
+        assert cur.fetchone()[0] == 0
+
+
+def test_send_at_within_30_days_with_an_offset_is_accepted(client, auth):
+    send_at = datetime.now(UTC) + timedelta(days=29, hours=23)
+    response = send(client, auth, send_at=send_at.astimezone(timezone(timedelta(hours=-5))).isoformat())
+    assert response.status_code == 201
+    assert datetime.fromisoformat(response.get_json()["scheduled_at"]) == send_at
+
+
+def test_a_scheduled_message_is_sent_once_due(client, auth, app, smtp):
+    send_at = datetime.now(UTC) + timedelta(seconds=1)
+    log = send(client, auth, send_at=iso(send_at)).get_json()
+    run_jobs(app)
+    assert smtp.received == []
+    wait_for(lambda: datetime.now(UTC) > send_at, message="send_at to pass")
+    run_jobs(app)  # its scheduler moves the due job to the queue, then the worker sends it
+    assert len(smtp.received) == 1
+    body = client.get(f"/email/logs/{log['id']}", headers=auth).get_json()
+    assert body["status"] == "SENT" and [e["type"] for e in body["events"]] == ["scheduled", "sending", "sent"]

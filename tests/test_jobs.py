@@ -1,9 +1,14 @@
 """The delivery job: what the SMTP server receives, and how each outcome is recorded."""
 
 import socket
+from datetime import UTC, datetime, timedelta
 
+import psycopg2
 import pytest
 from conftest import run_jobs
+
+from emailsvc.jobs import enqueue_delivery
+from emailsvc.queries.emails import lock_for_sending, unlock_for_sending
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
 
@@ -118,8 +123,6 @@ def test_smtp_server_unreachable_is_transient_and_ends_failed(settings, auth):
 def test_a_duplicate_job_sends_nothing(client, auth, app, smtp):
     email_id = send(client, auth)
     run_jobs(app)
-    from emailsvc.jobs import enqueue_delivery
-
     with app.app_context():
         enqueue_delivery(email_id)
     run_jobs(app)
@@ -138,3 +141,33 @@ def test_connection_is_reused_between_messages_and_reopened_after_a_drop(client,
     run_jobs(app)
     assert len(smtp.received) == 4 and mailer._smtp is not first
     assert log_of(client, auth, email_id)["attempts"] == 1  # reconnected in place, not a failed attempt
+
+
+def test_a_job_for_a_scheduled_message_sends_nothing_before_its_time(client, auth, app, smtp):
+    email_id = send(client, auth, send_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    with app.app_context():
+        enqueue_delivery(email_id)
+    run_jobs(app)
+    assert smtp.received == []
+    assert log_of(client, auth, email_id)["status"] == "SCHEDULED"
+
+
+def test_a_job_for_a_message_another_worker_is_sending_sends_nothing(client, auth, app, smtp):
+    email_id = send(client, auth)
+    db = app.extensions["emailsvc"].db
+    with app.app_context(), db.cursor() as other_worker:
+        assert lock_for_sending(other_worker, email_id)
+        run_jobs(app)
+        unlock_for_sending(other_worker, email_id)
+    assert smtp.received == []
+    assert log_of(client, auth, email_id)["status"] == "PENDING"
+
+
+def test_attempts_are_capped_by_the_log_not_by_the_job(client, auth, app, smtp, database):
+    smtp.default_reply = "451 4.3.0 Mailbox busy"
+    email_id = send(client, auth)
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:  # three attempts made by an earlier job
+        cur.execute("UPDATE emails SET attempts = 3 WHERE id = %s", (email_id,))
+    run_jobs(app)
+    log = log_of(client, auth, email_id)
+    assert log["status"] == "FAILED" and log["attempts"] == 4

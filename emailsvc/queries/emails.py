@@ -12,21 +12,27 @@ INSERT_COLUMNS = (
     "id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at",
 )  # fmt: skip
+# The insert as a CTE `e` (with its first event) that another statement can guard: it inserts only
+# when GUARD holds, e.g. when an idempotency key was free (queries/idempotency.py).
+INSERT_EMAIL_CTE = f"""e AS (
+        INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
+        SELECT {", ".join(f"%({c})s" for c in INSERT_COLUMNS)} WHERE GUARD RETURNING *
+    ), ev AS (
+        INSERT INTO email_events (email_id, type, at) SELECT id, lower(status), created_at FROM e
+    )"""
+# Advisory lock namespace for "this message is being sent"; the second key is hashtext(id).
+SENDING_LOCK = 0x656D6C  # "eml"
+RECONCILER_LOCK = 0x72636E  # "rcn"
+
+
+def email_parameters(email):
+    """Return the query parameters of INSERT_EMAIL_CTE for the `email` dict."""
+    return {**email, "headers": Json(email["headers"]), "metadata": Json(email["metadata"])}
 
 
 def insert_email(cur, email):
     """Insert a log row from the `email` dict with its first event, and return the row."""
-    values = {**email, "headers": Json(email["headers"]), "metadata": Json(email["metadata"])}
-    cur.execute(
-        f"""WITH e AS (
-                INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
-                VALUES ({", ".join(f"%({c})s" for c in INSERT_COLUMNS)}) RETURNING *
-            ), ev AS (
-                INSERT INTO email_events (email_id, type, at) SELECT id, lower(status), created_at FROM e
-            )
-            SELECT * FROM e""",
-        values,
-    )
+    cur.execute(f"WITH {INSERT_EMAIL_CTE.replace('GUARD', 'true')} SELECT * FROM e", email_parameters(email))
     return cur.fetchone()
 
 
@@ -42,30 +48,48 @@ def list_events(cur, email_id):
     return cur.fetchall()
 
 
-def _transition(cur, email_id, from_statuses, assignments, event, detail=None):
-    # `assignments` is always a constant of this module, never input; values go as parameters.
+def _transition(cur, email_id, condition, assignments, event, detail=None, params=None):
+    # `condition` and `assignments` are always constants of this module, never input; values go as parameters.
     cur.execute(
         f"""WITH e AS (
                 UPDATE emails SET {assignments}, updated_at = now()
-                WHERE id = %(id)s AND status = ANY(%(from)s) RETURNING *
+                WHERE id = %(id)s AND {condition} RETURNING *
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail) SELECT id, %(event)s, %(detail)s FROM e
             ){queue_webhooks_cte(event)}
             SELECT * FROM e""",
-        {"id": email_id, "from": list(from_statuses), "event": event, "detail": detail},
+        {**(params or {}), "id": email_id, "event": event, "detail": detail},
     )
     return cur.fetchone()
 
 
+def lock_for_sending(cur, email_id):
+    """Take the session lock that says this message is being sent; False if another session holds it.
+
+    The lock lives as long as the connection: a worker killed mid-send loses it at once, which is
+    how the reconciler tells an abandoned SENDING row from one a live worker is sending.
+    """
+    cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s::text)) AS locked", (SENDING_LOCK, str(email_id)))
+    return cur.fetchone()["locked"]
+
+
+def unlock_for_sending(cur, email_id):
+    """Release the lock taken by lock_for_sending."""
+    cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s::text))", (SENDING_LOCK, str(email_id)))
+
+
 def claim_for_sending(cur, email_id):
-    """Move a waiting message to SENDING and count the attempt; None if it is not waiting."""
-    return _transition(cur, email_id, ["PENDING"], "status = 'SENDING', attempts = attempts + 1", "sending")
+    """Move a waiting message (PENDING, or SCHEDULED and due) to SENDING and count the attempt; None if not waiting."""
+    return _transition(
+        cur, email_id, "(status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()))",
+        "status = 'SENDING', attempts = attempts + 1", "sending",
+    )  # fmt: skip
 
 
 def mark_sent(cur, email_id, smtp_response):
     """Record a successful hand-over to the SMTP server."""
     return _transition(
-        cur, email_id, ["SENDING"],
+        cur, email_id, "status = 'SENDING'",
         "status = 'SENT', sent_at = now(), smtp_response = %(detail)s, error_message = NULL",
         "sent", smtp_response,
     )  # fmt: skip
@@ -74,7 +98,7 @@ def mark_sent(cur, email_id, smtp_response):
 def mark_retrying(cur, email_id, error):
     """Record a transient failure and put the message back to wait for its retry."""
     return _transition(
-        cur, email_id, ["SENDING"], "status = 'PENDING', error_message = %(detail)s",
+        cur, email_id, "status = 'SENDING'", "status = 'PENDING', error_message = %(detail)s",
         "attempt_failed", error,
     )  # fmt: skip
 
@@ -82,7 +106,68 @@ def mark_retrying(cur, email_id, error):
 def mark_failed(cur, email_id, error, from_statuses=("SENDING",)):
     """Record that the message will not be sent."""
     return _transition(
-        cur, email_id, from_statuses,
+        cur, email_id, "status = ANY(%(from)s)",
         "status = 'FAILED', failed_at = now(), error_message = %(detail)s",
-        "failed", error,
+        "failed", error, {"from": list(from_statuses)},
     )  # fmt: skip
+
+
+def settle_abandoned(cur, max_attempts, retry_note, failed_note, limit=500):
+    """Move SENDING rows that no live sender holds back to PENDING, or to FAILED once attempts are used up.
+
+    Return the settled rows' (id, status). Only rows whose sending lock is free are touched; the
+    lock is tried on SENDING rows alone (the LIMIT keeps the planner from trying it on others).
+    """
+    cur.execute(
+        """WITH abandoned AS (
+                SELECT id FROM (
+                    SELECT id FROM emails WHERE status = 'SENDING' ORDER BY updated_at, id LIMIT %(limit)s
+                ) sending
+                WHERE pg_try_advisory_xact_lock(%(lock)s, hashtext(id::text))
+            ), e AS (
+                UPDATE emails SET
+                    status = CASE WHEN attempts < %(max)s THEN 'PENDING' ELSE 'FAILED' END,
+                    failed_at = CASE WHEN attempts < %(max)s THEN failed_at ELSE now() END,
+                    error_message = CASE WHEN attempts < %(max)s THEN error_message ELSE %(failed)s END,
+                    updated_at = now()
+                WHERE id IN (SELECT id FROM abandoned) AND status = 'SENDING'
+                RETURNING id, status
+            ), ev AS (
+                INSERT INTO email_events (email_id, type, detail)
+                SELECT id, CASE status WHEN 'PENDING' THEN 'attempt_abandoned' ELSE 'failed' END,
+                       CASE status WHEN 'PENDING' THEN %(retry)s ELSE %(failed)s END
+                FROM e
+            )
+            SELECT id, status FROM e""",
+        {"limit": limit, "lock": SENDING_LOCK, "max": max_attempts, "retry": retry_note, "failed": failed_note},
+    )
+    return cur.fetchall()
+
+
+def list_waiting(cur, older_than, after=None, limit=500):
+    """Return a page of (id, updated_at) of rows waiting for a job: PENDING, or SCHEDULED and due.
+
+    Only rows unchanged for `older_than` seconds, so a request between its insert and its enqueue is
+    never mistaken for a lost job. Keyset pages: pass the last row's (updated_at, id) as `after`.
+    """
+    cur.execute(
+        """SELECT id, updated_at FROM emails
+           WHERE status IN ('SCHEDULED', 'PENDING', 'SENDING')
+             AND (status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()))
+             AND updated_at < now() - make_interval(secs => %(older_than)s)
+             AND (%(after_at)s::timestamptz IS NULL OR (updated_at, id) > (%(after_at)s, %(after_id)s::uuid))
+           ORDER BY updated_at, id LIMIT %(limit)s""",
+        {"older_than": older_than, "after_at": after and after[0], "after_id": after and after[1], "limit": limit},
+    )
+    return cur.fetchall()
+
+
+def lock_reconciler(cur):
+    """Take the session lock that lets one reconciler pass run at a time; False if another holds it."""
+    cur.execute("SELECT pg_try_advisory_lock(%s, 0) AS locked", (RECONCILER_LOCK,))
+    return cur.fetchone()["locked"]
+
+
+def unlock_reconciler(cur):
+    """Release the lock taken by lock_reconciler."""
+    cur.execute("SELECT pg_advisory_unlock(%s, 0)", (RECONCILER_LOCK,))

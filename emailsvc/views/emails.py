@@ -8,9 +8,11 @@ from redis.exceptions import RedisError
 from ..addresses import domain_of
 from ..auth import require_scope
 from ..errors import NotFound, ServiceUnavailable, ValidationFailed
+from ..idempotency import idempotency_key, record_email
 from ..jobs import enqueue_delivery
 from ..openapi import document
-from ..queries.emails import get_email, insert_email, list_events, mark_failed
+from ..queries.emails import get_email, list_events, mark_failed
+from ..queries.idempotency import release_key
 from ..schemas import log_schema, log_with_events_schema, send_schema
 from ..services import get_services
 from ..web import json_body
@@ -33,8 +35,9 @@ def check_sender(sender):
 @document(body=send_schema, example=SEND_EXAMPLE, response=log_schema, status=201)
 @require_scope("send")
 def send():
-    """Validate, record as PENDING, queue, and answer 201 with the log."""
-    email = send_schema.load(json_body())
+    """Validate, record as PENDING (or SCHEDULED), queue, and answer 201 with the log."""
+    body, key = json_body(), idempotency_key()
+    email = send_schema.load(body)
     email["from_addr"] = email["from_addr"] or current_app.config["EMAIL_DEFAULT_FROM"]
     check_sender(email["from_addr"])
     refuse_suppressed(email)
@@ -42,18 +45,20 @@ def send():
     email.update(
         id=email_id,
         api_key_id=g.api_key["id"],
-        status="PENDING",
+        status="SCHEDULED" if email["scheduled_at"] else "PENDING",
         message_id=f"<{email_id}@{domain_of(email['from_addr'])}>",
-        scheduled_at=None,
     )
     db = get_services().db
     with db.cursor() as cur:
-        row = insert_email(cur, email)
+        row, replayed = record_email(cur, email, key, body)
+    if replayed:
+        return log_schema.dump(row), 201, {"Idempotent-Replayed": "true"}
     try:
-        enqueue_delivery(email_id)
+        enqueue_delivery(email_id, at=email["scheduled_at"])
     except RedisError as exc:
         with db.cursor() as cur:
-            mark_failed(cur, email_id, QUEUE_DOWN, from_statuses=["PENDING"])
+            mark_failed(cur, email_id, QUEUE_DOWN, from_statuses=["PENDING", "SCHEDULED"])
+            release_key(cur, email_id)
         raise ServiceUnavailable(QUEUE_DOWN + " It is recorded as FAILED; send it again.") from exc
     return log_schema.dump(row), 201
 

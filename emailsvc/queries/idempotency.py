@@ -1,0 +1,52 @@
+"""SQL for Idempotency-Key: the message a key created, and keys that have expired."""
+
+from .emails import INSERT_EMAIL_CTE, email_parameters
+
+KEY_TTL_HOURS = 24
+
+
+def insert_email_once(cur, email, api_key_id, key, request_hash):
+    """Insert the log row and record `key` for it in one statement; return the row, or None if the key is taken.
+
+    The primary key of idempotency_keys settles concurrent requests: the first insert wins, the
+    others wait for it to commit and then insert nothing. An expired record is taken over.
+    """
+    cur.execute(
+        f"""WITH k AS (
+                INSERT INTO idempotency_keys (api_key_id, key, request_hash, email_id)
+                VALUES (%(api_key_id)s, %(key)s, %(request_hash)s, %(id)s)
+                ON CONFLICT (api_key_id, key) DO UPDATE
+                    SET request_hash = EXCLUDED.request_hash, email_id = EXCLUDED.email_id, created_at = now()
+                    WHERE idempotency_keys.created_at <= now() - make_interval(hours => %(ttl)s)
+                RETURNING email_id
+            ), {INSERT_EMAIL_CTE.replace("GUARD", "EXISTS (SELECT FROM k)")}
+            SELECT * FROM e""",
+        {**email_parameters(email), "key": key, "request_hash": request_hash, "ttl": KEY_TTL_HOURS},
+    )
+    return cur.fetchone()
+
+
+def find_keyed_email(cur, api_key_id, key):
+    """Return the log row an unexpired key created, with the key's `request_hash`; None if there is none."""
+    cur.execute(
+        """SELECT k.request_hash, e.* FROM idempotency_keys k JOIN emails e ON e.id = k.email_id
+           WHERE k.api_key_id = %s AND k.key = %s AND k.created_at > now() - make_interval(hours => %s)""",
+        (api_key_id, key, KEY_TTL_HOURS),
+    )
+    return cur.fetchone()
+
+
+def release_key(cur, email_id):
+    """Forget the key of a message that was not queued, so the client's retry with it can succeed."""
+    cur.execute("DELETE FROM idempotency_keys WHERE email_id = %s", (email_id,))
+
+
+def purge_expired_keys(cur, limit=10000):
+    """Delete up to `limit` keys older than 24 h; return how many."""
+    cur.execute(
+        """DELETE FROM idempotency_keys WHERE (api_key_id, key) IN (
+               SELECT api_key_id, key FROM idempotency_keys
+               WHERE created_at <= now() - make_interval(hours => %s) LIMIT %s)""",
+        (KEY_TTL_HOURS, limit),
+    )
+    return cur.rowcount
