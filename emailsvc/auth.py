@@ -7,6 +7,7 @@ import secrets
 
 from flask import g, request
 
+from .db import DatabaseUnavailable
 from .errors import Forbidden, Unauthorized
 from .queries.api_keys import find_active_api_key
 from .services import get_services
@@ -35,13 +36,18 @@ def presented_key():
 
 def load_api_key():
     """Look up the request's key once, before rate limiting needs to know who is asking."""
-    g.api_key = None
+    g.api_key = g.key_lookup_error = None
     key = presented_key()
     if key is None or not key.isascii() or len(key) > 200:
         return
     digest = hash_key(key)
-    with get_services().db.cursor() as cur:
-        row = find_active_api_key(cur, digest)
+    try:
+        with get_services().db.cursor() as cur:
+            row = find_active_api_key(cur, digest)
+    except DatabaseUnavailable as exc:
+        # Only an endpoint that needs the key fails (503); /healthz must answer whatever a probe sends.
+        g.key_lookup_error = exc
+        return
     if row is not None and hmac.compare_digest(bytes(row["key_hash"]), digest):
         g.api_key = row
 
@@ -53,6 +59,8 @@ def require_scope(scope):
         @functools.wraps(view)
         def guarded(*args, **kwargs):
             key = g.get("api_key")
+            if g.get("key_lookup_error"):
+                raise g.key_lookup_error
             if key is None:
                 raise Unauthorized()
             if scope not in key["scopes"]:

@@ -20,3 +20,12 @@ def test_readyz_is_503_naming_what_is_down(settings):
     error = response.get_json()["error"]
     assert error["code"] == "service_unavailable" and error["details"] == {"database": True, "redis": False}
     assert response.headers["Retry-After"]
+
+
+def test_healthz_answers_with_a_key_even_when_the_database_is_down(settings):
+    app = create_app({**settings, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
+    client = app.test_client()
+    headers = {"Authorization": "Bearer esk_anything"}
+    assert client.get("/healthz", headers=headers).status_code == 200
+    response = client.get("/email/logs/x", headers=headers)
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "service_unavailable"
