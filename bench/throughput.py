@@ -178,6 +178,11 @@ def main():
         accept(bench)
         memory = delivery(bench)
         memory.update(end_to_end(bench))
+        counted = subprocess.run([PYTHON, "bench/round_trips.py"], cwd=ROOT, check=True, capture_output=True,
+                                 text=True, env={**os.environ, "SINK_PORT": str(bench.sink_port)}).stdout  # fmt: skip
+        for line in counted.splitlines():
+            bench.add(*line.split(": ", 1))
+        bench.reset()
     bench.add("memory (RSS)", ", ".join(f"{name} {mb:.0f} MiB" for name, mb in memory.items()))
     print(f"\n(ran {time.monotonic() - started_at:.0f} s)")
 
