@@ -72,9 +72,8 @@ def started(args, env, name, log_dir):
 
 
 def gunicorn(app_path, port, env, name, log_dir):
-    """Start gunicorn with the project's own gunicorn.conf.py."""
-    args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
-            "--access-logfile", "/dev/null", app_path]  # fmt: skip
+    """Start gunicorn with the project's own gunicorn.conf.py, as production runs it (access log included)."""
+    args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", app_path]
     return started(args, env, name, log_dir)
 
 
@@ -88,9 +87,21 @@ def smtp_sink(port, log_dir):
 def wrk(url, connections, seconds, env):
     """Run wrk with bench/send.lua; return (requests/s, p50 ms, p99 ms, non-2xx count)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", os.path.join(ROOT, "bench", "send.lua"), url],
-        env=env, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            os.path.join(ROOT, "bench", "send.lua"),
+            url,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     latency = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

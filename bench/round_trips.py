@@ -32,8 +32,13 @@ def counting(kind, method):
 
 def main(messages=200):
     pg, rd = base_urls()
-    env = {"DATABASE_URL": f"{pg}/emailsvc_bench", "REDIS_URL": f"{rd}/10", "SMTP_PORT": os.environ["SINK_PORT"],
-           "RATELIMIT_DEFAULT": "10000000 per minute", "RATELIMIT_SEND": "10000000 per minute"}  # fmt: skip
+    env = {
+        "DATABASE_URL": f"{pg}/emailsvc_bench",
+        "REDIS_URL": f"{rd}/10",
+        "SMTP_PORT": os.environ["SINK_PORT"],
+        "RATELIMIT_DEFAULT": "10000000 per minute",
+        "RATELIMIT_SEND": "10000000 per minute",
+    }
     app = create_app(env)
 
     psycopg2.extras.RealDictCursor.execute = counting("postgresql", psycopg2.extras.RealDictCursor.execute)

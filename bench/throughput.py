@@ -12,8 +12,21 @@ import tempfile
 import time
 
 import psycopg2
-from harness import (PYTHON, ROOT, answers, base_urls, children, free_port, gunicorn, listens, rss_mb,
-                     smtp_sink, started, wait_until, wrk)  # fmt: skip
+from harness import (
+    PYTHON,
+    ROOT,
+    answers,
+    base_urls,
+    children,
+    free_port,
+    gunicorn,
+    listens,
+    rss_mb,
+    smtp_sink,
+    started,
+    wait_until,
+    wrk,
+)
 from redis import Redis
 
 sys.path.insert(0, ROOT)
@@ -24,8 +37,12 @@ from emailsvc.services import get_services  # noqa: E402
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
 FORKING_MESSAGES = int(os.environ.get("BENCH_FORKING_MESSAGES", "600"))
-BODY = {"to": "Reader <reader@example.com>", "subject": "Your order has shipped",
-        "body": "Hello, your order 42 is on its way.", "metadata": {"order_id": "42"}}  # fmt: skip
+BODY = {
+    "to": "Reader <reader@example.com>",
+    "subject": "Your order has shipped",
+    "body": "Hello, your order 42 is on its way.",
+    "metadata": {"order_id": "42"},
+}
 
 
 class Bench:
@@ -34,13 +51,21 @@ class Bench:
         self.db_url, self.redis_url = f"{pg}/emailsvc_bench", f"{redis}/10"
         self.log_dir = log_dir
         self.sink_port = free_port()
-        self.env = {**os.environ, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url,
-                    "SMTP_PORT": str(self.sink_port), "RATELIMIT_DEFAULT": "10000000 per minute",
-                    "RATELIMIT_SEND": "10000000 per minute", "PYTHONPATH": ROOT}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.db_url,
+            "REDIS_URL": self.redis_url,
+            "SMTP_PORT": str(self.sink_port),
+            "RATELIMIT_DEFAULT": "10000000 per minute",
+            "RATELIMIT_SEND": "10000000 per minute",
+            "PYTHONPATH": ROOT,
+        }
         self.env.pop("WORKER_PROCESSES", None)  # the default: one per core
         init_db(self.db_url)
-        self.sql("CREATE TABLE IF NOT EXISTS bench_baseline (id bigserial PRIMARY KEY, payload jsonb, "
-                 "created_at timestamptz DEFAULT now())")  # fmt: skip
+        self.sql(
+            "CREATE TABLE IF NOT EXISTS bench_baseline (id bigserial PRIMARY KEY, payload jsonb, "
+            "created_at timestamptz DEFAULT now())"
+        )
         self.app = create_app({k: v for k, v in self.env.items() if k.isupper()})
         self.reset()
         self.key = self.make_key()
@@ -78,7 +103,7 @@ class Bench:
     def delivery_rate(self, count):
         """Mails/s from the first claim to the last SENT, read from the log itself."""
         wait_until(lambda: self.sent() >= count, 900, f"{count} messages SENT")
-        (first, last), = self.sql("SELECT min(sent_at), max(sent_at) FROM emails")  # fmt: skip
+        ((first, last),) = self.sql("SELECT min(sent_at), max(sent_at) FROM emails")
         return (count - 1) / max((last - first).total_seconds(), 1e-6)
 
     def sent(self):
@@ -102,8 +127,10 @@ def accept(bench):
     """Section 1: requests/s and latency of POST /email/send, beside the bare app."""
     svc_port, base_port = free_port(), free_port()
     wrk_env = {**os.environ, "BENCH_KEY": bench.key}
-    with gunicorn("wsgi:app", svc_port, bench.env, "web", bench.log_dir), \
-         gunicorn("bench.baseline_app:app", base_port, bench.env, "baseline", bench.log_dir):  # fmt: skip
+    with (
+        gunicorn("wsgi:app", svc_port, bench.env, "web", bench.log_dir),
+        gunicorn("bench.baseline_app:app", base_port, bench.env, "baseline", bench.log_dir),
+    ):
         for port in (svc_port, base_port):
             wait_until(lambda p=port: listens(p), 30, "gunicorn")
         wait_until(lambda: answers(f"http://127.0.0.1:{svc_port}/readyz"), 30, "the API")
@@ -114,11 +141,17 @@ def accept(bench):
                 wrk(url, conns, 2, wrk_env)  # warm up connections and caches
                 results[name, conns] = wrk(url, conns, SECONDS, wrk_env)
         for conns in (16, 64):
-            (s_rate, s_p50, s_p99, s_bad), (b_rate, b_p50, b_p99, b_bad) = results["emailsvc", conns], results["baseline", conns]
-            bench.add(f"accept c={conns}", f"emailsvc {fmt(s_rate)} req/s p50 {s_p50:.1f} ms p99 {s_p99:.1f} ms"
-                      f"{f' ({s_bad} non-2xx)' if s_bad else ''}",
-                      f"baseline {fmt(b_rate)} req/s p50 {b_p50:.1f} ms p99 {b_p99:.1f} ms",
-                      f"ratio {s_rate / b_rate:.2f}x throughput, {s_p99 / b_p99:.2f}x p99")  # fmt: skip
+            (s_rate, s_p50, s_p99, s_bad), (b_rate, b_p50, b_p99, _) = (
+                results["emailsvc", conns],
+                results["baseline", conns],
+            )
+            bench.add(
+                f"accept c={conns}",
+                f"emailsvc {fmt(s_rate)} req/s p50 {s_p50:.1f} ms p99 {s_p99:.1f} ms"
+                f"{f' ({s_bad} non-2xx)' if s_bad else ''}",
+                f"baseline {fmt(b_rate)} req/s p50 {b_p50:.1f} ms p99 {b_p99:.1f} ms",
+                f"ratio {s_rate / b_rate:.2f}x throughput, {s_p99 / b_p99:.2f}x p99",
+            )
     bench.reset()
 
 
@@ -137,9 +170,13 @@ def delivery(bench):
     bench.queue_messages(FORKING_MESSAGES)
     subprocess.run([PYTHON, "bench/forking_worker.py"], cwd=ROOT, env=bench.env, check=True)
     forking = bench.delivery_rate(FORKING_MESSAGES)
-    bench.add("delivery", f"worker.py {fmt(rate)} mails/s", f"bare loop {fmt(bare)} mails/s",
-              f"RQ forking worker {fmt(forking)} mails/s",
-              f"ratio {rate / bare:.2f}x bare, {rate / forking:.1f}x forking")  # fmt: skip
+    bench.add(
+        "delivery",
+        f"worker.py {fmt(rate)} mails/s",
+        f"bare loop {fmt(bare)} mails/s",
+        f"RQ forking worker {fmt(forking)} mails/s",
+        f"ratio {rate / bare:.2f}x bare, {rate / forking:.1f}x forking",
+    )
     bench.reset()
     return memory
 
@@ -147,22 +184,31 @@ def delivery(bench):
 def end_to_end(bench):
     """Section 3: HTTP load and workers together: paced at 100/s, then flat out with 16 connections."""
     port = free_port()
-    wrk_env = {**os.environ, "BENCH_KEY": bench.key}
-    with gunicorn("wsgi:app", port, bench.env, "web-e2e", bench.log_dir) as web, \
-         started([PYTHON, "worker.py"], bench.env, "worker-e2e", bench.log_dir):  # fmt: skip
+    with (
+        gunicorn("wsgi:app", port, bench.env, "web-e2e", bench.log_dir) as web,
+        started([PYTHON, "worker.py"], bench.env, "worker-e2e", bench.log_dir),
+    ):
         wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 30, "the API")
         memory = {"gunicorn master": rss_mb(web.pid)}
         for i, pid in enumerate(children(web.pid)):
             memory[f"gunicorn worker {i + 1}"] = rss_mb(pid)
         for label, args in (("paced 100/s", ["--rate", "100"]), ("flat out c=16", ["--connections", "16"])):
             before = bench.sent()
-            out = subprocess.run([PYTHON, "bench/pacer.py", f"http://127.0.0.1:{port}/email/send", bench.key,
-                                  "--seconds", "20", *args], check=True, capture_output=True, text=True).stdout  # fmt: skip
+            out = subprocess.run(
+                [PYTHON, "bench/pacer.py", f"http://127.0.0.1:{port}/email/send", bench.key, "--seconds", "20", *args],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             accepted, elapsed = (float(x) for x in out.split())
             delivered = bench.sent() - before
             queued, waiting = bench.depth()
-            bench.add(f"end to end {label}", f"accepted {fmt(accepted / elapsed)}/s",
-                      f"delivered {fmt(delivered / elapsed)}/s", f"at the end: {queued} jobs queued, {waiting} rows waiting")  # fmt: skip
+            bench.add(
+                f"end to end {label}",
+                f"accepted {fmt(accepted / elapsed)}/s",
+                f"delivered {fmt(delivered / elapsed)}/s",
+                f"at the end: {queued} jobs queued, {waiting} rows waiting",
+            )
             wait_until(lambda: bench.depth() == (0, 0), 300, "the queue to drain")
     bench.reset()
     return memory
@@ -178,8 +224,14 @@ def main():
         accept(bench)
         memory = delivery(bench)
         memory.update(end_to_end(bench))
-        counted = subprocess.run([PYTHON, "bench/round_trips.py"], cwd=ROOT, check=True, capture_output=True,
-                                 text=True, env={**os.environ, "SINK_PORT": str(bench.sink_port)}).stdout  # fmt: skip
+        counted = subprocess.run(
+            [PYTHON, "bench/round_trips.py"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SINK_PORT": str(bench.sink_port)},
+        ).stdout
         for line in counted.splitlines():
             bench.add(*line.split(": ", 1))
         bench.reset()
