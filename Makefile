@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVICES = eval "$$(bin/services)"
 
-.PHONY: help install run worker dashboard test test-fast lint bench-logs
+.PHONY: help install run worker dashboard test test-fast lint bench bench-logs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ test-fast: test  ## the suite without the slow fault tests
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: install  ## throughput: accept, delivery, end to end and memory, beside bare baselines (bench/throughput.py)
+	bin/bench-deps
+	$(PY) bench/throughput.py
 
 bench-logs: install  ## GET /email/logs p50/p95 at 10k and ROWS rows (default 1000000) side by side; own databases
 	@$(SERVICES); $(PY) bench/logs.py --rows "$${ROWS:-1000000}" --pg "$$EMAILSVC_PG" \

@@ -1,0 +1,128 @@
+"""What every benchmark needs: the servers' URLs, processes it starts and always stops, and wrk."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+VENV_BIN = os.path.dirname(PYTHON)
+
+
+def base_urls():
+    """Return (PostgreSQL base URL, Redis base URL) from bin/services, starting servers if needed."""
+    out = subprocess.run([os.path.join(ROOT, "bin", "services")], check=True, capture_output=True, text=True).stdout
+    found = dict(re.findall(r"export (\w+)=(\S+)", out))
+    return found["EMAILSVC_PG"], found["EMAILSVC_REDIS"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def listens(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def started(args, env, name, log_dir):
+    """Run a process in its own process group for the duration of the block; stop it and its children."""
+    log = open(os.path.join(log_dir, f"{name}.log"), "ab")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def gunicorn(app_path, port, env, name, log_dir):
+    """Start gunicorn with the project's own gunicorn.conf.py, as production runs it (access log included)."""
+    args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", app_path]
+    return started(args, env, name, log_dir)
+
+
+def smtp_sink(port, log_dir):
+    """Start postfix's smtp-sink, a C SMTP server fast enough not to be what is measured."""
+    binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    return started([binary, *user, f"127.0.0.1:{port}", "1024"], os.environ.copy(), "smtp-sink", log_dir)
+
+
+def wrk(url, connections, seconds, env):
+    """Run wrk with bench/send.lua; return (requests/s, p50 ms, p99 ms, non-2xx count)."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            os.path.join(ROOT, "bench", "send.lua"),
+            url,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rate, latency["50"], latency["99"], int(bad.group(1)) if bad else 0
+
+
+def _ms(text):
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def rss_mb(pid):
+    """Resident memory of one process, in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        kb = int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+    return kb / 1024
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []

@@ -1,0 +1,243 @@
+"""`make bench`: how fast emailsvc accepts and delivers mail, beside bare baselines, in one run.
+
+Prints one table: accept (service vs a bare Flask app, 16 and 64 connections), delivery
+(worker.py vs a bare loop vs RQ's forking worker), end to end (paced at 100/s and flat out), and
+resident memory. Everything runs on loopback against a database and Redis db of its own.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import psycopg2
+from harness import (
+    PYTHON,
+    ROOT,
+    answers,
+    base_urls,
+    children,
+    free_port,
+    gunicorn,
+    listens,
+    rss_mb,
+    smtp_sink,
+    started,
+    wait_until,
+    wrk,
+)
+from redis import Redis
+
+sys.path.insert(0, ROOT)
+from emailsvc import create_app  # noqa: E402
+from emailsvc.db import init_db  # noqa: E402
+from emailsvc.services import get_services  # noqa: E402
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
+FORKING_MESSAGES = int(os.environ.get("BENCH_FORKING_MESSAGES", "600"))
+BODY = {
+    "to": "Reader <reader@example.com>",
+    "subject": "Your order has shipped",
+    "body": "Hello, your order 42 is on its way.",
+    "metadata": {"order_id": "42"},
+}
+
+
+class Bench:
+    def __init__(self, log_dir):
+        pg, redis = base_urls()
+        self.db_url, self.redis_url = f"{pg}/emailsvc_bench", f"{redis}/10"
+        self.log_dir = log_dir
+        self.sink_port = free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.db_url,
+            "REDIS_URL": self.redis_url,
+            "SMTP_PORT": str(self.sink_port),
+            "RATELIMIT_DEFAULT": "10000000 per minute",
+            "RATELIMIT_SEND": "10000000 per minute",
+            "PYTHONPATH": ROOT,
+        }
+        self.env.pop("WORKER_PROCESSES", None)  # the default: one per core
+        init_db(self.db_url)
+        self.sql(
+            "CREATE TABLE IF NOT EXISTS bench_baseline (id bigserial PRIMARY KEY, payload jsonb, "
+            "created_at timestamptz DEFAULT now())"
+        )
+        self.app = create_app({k: v for k, v in self.env.items() if k.isupper()})
+        self.reset()
+        self.key = self.make_key()
+        self.rows = []
+
+    def sql(self, query, params=None):
+        conn = psycopg2.connect(self.db_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            result = cur.fetchall() if cur.description else None
+        conn.close()
+        return result
+
+    def reset(self):
+        self.sql("TRUNCATE emails, email_events, bench_baseline CASCADE")
+        Redis.from_url(self.redis_url).flushdb()
+
+    def make_key(self):
+        from emailsvc.auth import hash_key, new_key
+        from emailsvc.queries.api_keys import insert_api_key
+
+        key = new_key()
+        with self.app.app_context(), get_services().db.cursor() as cur:
+            insert_api_key(cur, "bench", hash_key(key), key[:12], ["send", "read"])
+        return key
+
+    def queue_messages(self, count):
+        """Queue `count` messages through the real view: validation, the row, the enqueue."""
+        client = self.app.test_client()
+        headers = {"Authorization": f"Bearer {self.key}"}
+        for _ in range(count):
+            assert client.post("/email/send", json=BODY, headers=headers).status_code == 201
+
+    def delivery_rate(self, count):
+        """Mails/s from the first claim to the last SENT, read from the log itself."""
+        wait_until(lambda: self.sent() >= count, 900, f"{count} messages SENT")
+        ((first, last),) = self.sql("SELECT min(sent_at), max(sent_at) FROM emails")
+        return (count - 1) / max((last - first).total_seconds(), 1e-6)
+
+    def sent(self):
+        return self.sql("SELECT count(*) FROM emails WHERE status = 'SENT'")[0][0]
+
+    def depth(self):
+        queued = Redis.from_url(self.redis_url).llen("rq:queue:email")
+        waiting = self.sql("SELECT count(*) FROM emails WHERE status IN ('PENDING', 'SENDING')")[0][0]
+        return queued, waiting
+
+    def add(self, *row):
+        self.rows.append(row)
+        print("  ".join(str(c) for c in row), flush=True)
+
+
+def fmt(value, digits=0):
+    return f"{value:,.{digits}f}"
+
+
+def accept(bench):
+    """Section 1: requests/s and latency of POST /email/send, beside the bare app."""
+    svc_port, base_port = free_port(), free_port()
+    wrk_env = {**os.environ, "BENCH_KEY": bench.key}
+    with (
+        gunicorn("wsgi:app", svc_port, bench.env, "web", bench.log_dir),
+        gunicorn("bench.baseline_app:app", base_port, bench.env, "baseline", bench.log_dir),
+    ):
+        for port in (svc_port, base_port):
+            wait_until(lambda p=port: listens(p), 30, "gunicorn")
+        wait_until(lambda: answers(f"http://127.0.0.1:{svc_port}/readyz"), 30, "the API")
+        results = {}
+        for conns in (16, 64):
+            for name, port in (("emailsvc", svc_port), ("baseline", base_port)):
+                url = f"http://127.0.0.1:{port}/email/send"
+                wrk(url, conns, 2, wrk_env)  # warm up connections and caches
+                results[name, conns] = wrk(url, conns, SECONDS, wrk_env)
+        for conns in (16, 64):
+            (s_rate, s_p50, s_p99, s_bad), (b_rate, b_p50, b_p99, _) = (
+                results["emailsvc", conns],
+                results["baseline", conns],
+            )
+            bench.add(
+                f"accept c={conns}",
+                f"emailsvc {fmt(s_rate)} req/s p50 {s_p50:.1f} ms p99 {s_p99:.1f} ms"
+                f"{f' ({s_bad} non-2xx)' if s_bad else ''}",
+                f"baseline {fmt(b_rate)} req/s p50 {b_p50:.1f} ms p99 {b_p99:.1f} ms",
+                f"ratio {s_rate / b_rate:.2f}x throughput, {s_p99 / b_p99:.2f}x p99",
+            )
+    bench.reset()
+
+
+def delivery(bench):
+    """Section 2: mails/s draining a queue: worker.py, a bare loop, and RQ's forking worker."""
+    bench.queue_messages(MESSAGES)
+    with started([PYTHON, "worker.py"], bench.env, "worker", bench.log_dir) as worker:
+        rate = bench.delivery_rate(MESSAGES)
+        memory = {"worker supervisor": rss_mb(worker.pid)}
+        for i, pid in enumerate(children(worker.pid)):
+            memory[f"worker process {i + 1}"] = rss_mb(pid)
+    bench.sql("UPDATE emails SET status = 'PENDING', sent_at = NULL")
+    subprocess.run([PYTHON, "bench/bare_delivery.py", bench.db_url, str(bench.sink_port)], cwd=ROOT, check=True)
+    bare = bench.delivery_rate(MESSAGES)
+    bench.reset()
+    bench.queue_messages(FORKING_MESSAGES)
+    subprocess.run([PYTHON, "bench/forking_worker.py"], cwd=ROOT, env=bench.env, check=True)
+    forking = bench.delivery_rate(FORKING_MESSAGES)
+    bench.add(
+        "delivery",
+        f"worker.py {fmt(rate)} mails/s",
+        f"bare loop {fmt(bare)} mails/s",
+        f"RQ forking worker {fmt(forking)} mails/s",
+        f"ratio {rate / bare:.2f}x bare, {rate / forking:.1f}x forking",
+    )
+    bench.reset()
+    return memory
+
+
+def end_to_end(bench):
+    """Section 3: HTTP load and workers together: paced at 100/s, then flat out with 16 connections."""
+    port = free_port()
+    with (
+        gunicorn("wsgi:app", port, bench.env, "web-e2e", bench.log_dir) as web,
+        started([PYTHON, "worker.py"], bench.env, "worker-e2e", bench.log_dir),
+    ):
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/readyz"), 30, "the API")
+        memory = {"gunicorn master": rss_mb(web.pid)}
+        for i, pid in enumerate(children(web.pid)):
+            memory[f"gunicorn worker {i + 1}"] = rss_mb(pid)
+        for label, args in (("paced 100/s", ["--rate", "100"]), ("flat out c=16", ["--connections", "16"])):
+            before = bench.sent()
+            out = subprocess.run(
+                [PYTHON, "bench/pacer.py", f"http://127.0.0.1:{port}/email/send", bench.key, "--seconds", "20", *args],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            accepted, elapsed = (float(x) for x in out.split())
+            delivered = bench.sent() - before
+            queued, waiting = bench.depth()
+            bench.add(
+                f"end to end {label}",
+                f"accepted {fmt(accepted / elapsed)}/s",
+                f"delivered {fmt(delivered / elapsed)}/s",
+                f"at the end: {queued} jobs queued, {waiting} rows waiting",
+            )
+            wait_until(lambda: bench.depth() == (0, 0), 300, "the queue to drain")
+    bench.reset()
+    return memory
+
+
+def main():
+    log_dir = tempfile.mkdtemp(prefix="emailsvc-bench-")
+    print(f"emailsvc throughput benchmark — {os.cpu_count()} cores, logs in {log_dir}\n", flush=True)
+    bench = Bench(log_dir)
+    with smtp_sink(bench.sink_port, log_dir):
+        wait_until(lambda: listens(bench.sink_port), 10, "smtp-sink")
+        started_at = time.monotonic()
+        accept(bench)
+        memory = delivery(bench)
+        memory.update(end_to_end(bench))
+        counted = subprocess.run(
+            [PYTHON, "bench/round_trips.py"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SINK_PORT": str(bench.sink_port)},
+        ).stdout
+        for line in counted.splitlines():
+            bench.add(*line.split(": ", 1))
+        bench.reset()
+    bench.add("memory (RSS)", ", ".join(f"{name} {mb:.0f} MiB" for name, mb in memory.items()))
+    print(f"\n(ran {time.monotonic() - started_at:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
