@@ -6,7 +6,7 @@ import json
 from flask import request
 
 from .addresses import CONTROL_CHARS
-from .errors import IdempotencyConflict, InvalidParameter, ServiceUnavailable
+from .errors import IdempotencyConflict, InvalidParameter, RecipientSuppressed, ServiceUnavailable
 from .queries.emails import insert_email
 from .queries.idempotency import find_keyed_email, insert_email_once
 
@@ -28,17 +28,22 @@ def fingerprint(body):
     return hashlib.sha256(canonical.encode()).digest()
 
 
-def record_email(cur, email, key, body):
+def record_email(cur, email, suppression_keys, key, body):
     """Insert the log row; with a key, return (the row the key already created, True) instead when there is one.
 
-    A different body under the same key is a 409. The insert settles races (see insert_email_once),
-    so the look-up after a lost race always finds the winner's committed row.
+    A suppressed recipient is a 422, checked in the insert itself (`suppression_keys`: the
+    recipients as the list spells them). A different body under the same key is a 409. The insert
+    settles races (see insert_email_once), so the look-up after a lost race always finds the
+    winner's committed row.
     """
     if key is None:
-        return insert_email(cur, email), False
-    request_hash = fingerprint(body)
-    row = insert_email_once(cur, email, email["api_key_id"], key, request_hash)
-    if row is not None:
+        row, suppressed = insert_email(cur, email, suppression_keys)
+    else:
+        request_hash = fingerprint(body)
+        row, suppressed = insert_email_once(cur, email, suppression_keys, key, request_hash)
+    if suppressed:
+        raise RecipientSuppressed(details={"addresses": suppressed})
+    if row is not None or key is None:
         return row, False
     existing = find_keyed_email(cur, email["api_key_id"], key)
     if existing is None:  # the first request with this key failed and released it a moment ago

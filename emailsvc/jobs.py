@@ -35,10 +35,14 @@ def enqueue_delivery(email_id, at=None, at_front=False):
         "failure_ttl": FAILED_JOB_TTL,
     }
     queue = get_services().email_queue
-    if at is None:
-        queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, **options)
-    else:
-        queue.enqueue_at(at, "emailsvc.jobs.deliver", email_id, **options)
+    # Given a pipeline, RQ queues its writes there instead of executing two of its own: the job,
+    # its status and the queue entry go in one MULTI/EXEC, one round trip.
+    with queue.connection.pipeline() as pipe:
+        if at is None:
+            queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, pipeline=pipe, **options)
+        else:
+            queue.enqueue_at(at, "emailsvc.jobs.deliver", email_id, pipeline=pipe, **options)
+        pipe.execute()
 
 
 def deliver(email_id):

@@ -1,8 +1,10 @@
 """Rate limits: per key, per client address without one, exact across processes, and Redis outages."""
 
 import concurrent.futures
+import json
 import logging
 import re
+import socket
 import time
 import uuid
 
@@ -117,8 +119,19 @@ def test_limits_are_exact_across_two_gunicorn_workers(app, processes, tmp_path):
     def send(key):
         return http("POST", base + "/email/send", SEND, {"X-API-Key": key})[0]
 
+    # The first connection is accepted first and keeps its worker waiting for the body, so the other
+    # worker serves the rest: both take part, whatever the scheduling.
+    body = json.dumps(SEND).encode()
+    held = socket.create_connection(("127.0.0.1", port))
+    held.sendall(
+        f"POST /email/send HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {keys[1]}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(send, [keys[0]] * 12 + [keys[1]] * 7))
+        statuses = list(pool.map(send, [keys[0]] * 12 + [keys[1]] * 6))
+    held.sendall(body)
+    with held, held.makefile("rb") as reply:
+        statuses.append(int(reply.readline().split()[1]))
     assert sorted(statuses[:12]) == [201] * 5 + [429] * 7
     assert sorted(statuses[12:]) == [201] * 5 + [429] * 2
     # Both workers took part, so one shared count in Redis is what held the line.

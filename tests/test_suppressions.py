@@ -116,3 +116,23 @@ def test_the_list_needs_the_send_scope(client, app):
     assert client.post("/suppressions", json={"address": "a@example.com"}, headers=read_only).status_code == 403
     assert client.delete("/suppressions/a@example.com", headers=read_only).status_code == 403
     assert client.get("/suppressions").status_code == 401
+
+
+def test_a_refused_send_leaves_its_idempotency_key_free(client, auth, app, smtp):
+    keyed = {**auth, "Idempotency-Key": "welcome-alice"}
+    suppress(client, auth, "alice@example.com")
+    refused = client.post("/email/send", json=VALID, headers=keyed)
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "recipient_suppressed"
+    client.delete("/suppressions/alice@example.com", headers=auth)
+    accepted = client.post("/email/send", json=VALID, headers=keyed)
+    assert accepted.status_code == 201 and "Idempotent-Replayed" not in accepted.headers
+    run_jobs(app)
+    assert len(smtp.received) == 1
+
+
+def test_a_replay_to_a_recipient_suppressed_since_is_refused(client, auth, app):
+    keyed = {**auth, "Idempotency-Key": "welcome-alice"}
+    assert client.post("/email/send", json=VALID, headers=keyed).status_code == 201
+    suppress(client, auth, "alice@example.com")
+    replay = client.post("/email/send", json=VALID, headers=keyed)
+    assert replay.status_code == 422 and replay.get_json()["error"]["details"] == {"addresses": ["alice@example.com"]}

@@ -12,8 +12,15 @@ INSERT_COLUMNS = (
     "id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at",
 )  # fmt: skip
+# The recipients on the suppression list, as the sorted array `s.suppressed` (empty when none):
+# the CTE that opens every insert, so the check and the insert cost one round trip together.
+SUPPRESSED_CTE = """s AS (
+        SELECT coalesce(array_agg(address ORDER BY address), '{}') AS suppressed
+        FROM suppressions WHERE address = ANY(%(suppression_keys)s)
+    )"""
+NONE_SUPPRESSED = "(SELECT cardinality(suppressed) = 0 FROM s)"
 # The insert as a CTE `e` (with its first event) that another statement can guard: it inserts only
-# when GUARD holds, e.g. when an idempotency key was free (queries/idempotency.py).
+# when GUARD holds, e.g. when no recipient is suppressed and an idempotency key was free.
 INSERT_EMAIL_CTE = f"""e AS (
         INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
         SELECT {", ".join(f"%({c})s" for c in INSERT_COLUMNS)} WHERE GUARD RETURNING *
@@ -25,15 +32,38 @@ SENDING_LOCK = 0x656D6C  # "eml"
 RECONCILER_LOCK = 0x72636E  # "rcn"
 
 
-def email_parameters(email):
-    """Return the query parameters of INSERT_EMAIL_CTE for the `email` dict."""
-    return {**email, "headers": Json(email["headers"]), "metadata": Json(email["metadata"])}
+def email_parameters(email, suppression_keys):
+    """Return the query parameters of SUPPRESSED_CTE and INSERT_EMAIL_CTE for the `email` dict."""
+    return {
+        **email,
+        "headers": Json(email["headers"]),
+        "metadata": Json(email["metadata"]),
+        "suppression_keys": list(suppression_keys),
+    }
 
 
-def insert_email(cur, email):
-    """Insert a log row from the `email` dict with its first event, and return the row."""
-    cur.execute(f"WITH {INSERT_EMAIL_CTE.replace('GUARD', 'true')} SELECT * FROM e", email_parameters(email))
-    return cur.fetchone()
+def inserted_or_suppressed(cur):
+    """Read the answer of a statement ending in SELECT_INSERTED: (the row or None, suppressed addresses)."""
+    result = cur.fetchone()
+    suppressed = result.pop("suppressed")
+    return (result if result["id"] is not None else None), suppressed
+
+
+# One answer row whatever happened: the suppressed addresses, and the inserted row's columns (NULL if none).
+SELECT_INSERTED = "SELECT s.suppressed, e.* FROM s LEFT JOIN e ON true"
+
+
+def insert_email(cur, email, suppression_keys):
+    """Insert a log row from the `email` dict with its first event unless a recipient is suppressed.
+
+    `suppression_keys` are the recipients as the suppression list spells them. Return (the row,
+    []), or (None, the suppressed addresses, sorted).
+    """
+    cur.execute(
+        f"WITH {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}",
+        email_parameters(email, suppression_keys),
+    )
+    return inserted_or_suppressed(cur)
 
 
 def get_email(cur, email_id):

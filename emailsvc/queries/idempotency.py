@@ -1,29 +1,38 @@
 """SQL for Idempotency-Key: the message a key created, and keys that have expired."""
 
-from .emails import INSERT_EMAIL_CTE, email_parameters
+from .emails import (
+    INSERT_EMAIL_CTE,
+    NONE_SUPPRESSED,
+    SELECT_INSERTED,
+    SUPPRESSED_CTE,
+    email_parameters,
+    inserted_or_suppressed,
+)
 
 KEY_TTL_HOURS = 24
 
 
-def insert_email_once(cur, email, api_key_id, key, request_hash):
-    """Insert the log row and record `key` for it in one statement; return the row, or None if the key is taken.
+def insert_email_once(cur, email, suppression_keys, key, request_hash):
+    """Insert the log row and record `key` for it in one statement, unless a recipient is suppressed.
 
-    The primary key of idempotency_keys settles concurrent requests: the first insert wins, the
-    others wait for it to commit and then insert nothing. An expired record is taken over.
+    Return (the row, []); (None, the suppressed addresses) when a recipient is suppressed, the key
+    then left untouched; (None, []) when the key is taken. The primary key of idempotency_keys
+    settles concurrent requests: the first insert wins, the others wait for it to commit and then
+    insert nothing. An expired record is taken over.
     """
     cur.execute(
-        f"""WITH k AS (
+        f"""WITH {SUPPRESSED_CTE}, k AS (
                 INSERT INTO idempotency_keys (api_key_id, key, request_hash, email_id)
-                VALUES (%(api_key_id)s, %(key)s, %(request_hash)s, %(id)s)
+                SELECT %(api_key_id)s, %(key)s, %(request_hash)s, %(id)s WHERE {NONE_SUPPRESSED}
                 ON CONFLICT (api_key_id, key) DO UPDATE
                     SET request_hash = EXCLUDED.request_hash, email_id = EXCLUDED.email_id, created_at = now()
                     WHERE idempotency_keys.created_at <= now() - make_interval(hours => %(ttl)s)
                 RETURNING email_id
             ), {INSERT_EMAIL_CTE.replace("GUARD", "EXISTS (SELECT FROM k)")}
-            SELECT * FROM e""",
-        {**email_parameters(email), "key": key, "request_hash": request_hash, "ttl": KEY_TTL_HOURS},
+            {SELECT_INSERTED}""",
+        {**email_parameters(email, suppression_keys), "key": key, "request_hash": request_hash, "ttl": KEY_TTL_HOURS},
     )
-    return cur.fetchone()
+    return inserted_or_suppressed(cur)
 
 
 def find_keyed_email(cur, api_key_id, key):

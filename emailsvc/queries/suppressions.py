@@ -3,12 +3,6 @@
 COLUMNS = "address, reason, email_id, created_at"
 
 
-def find_suppressed(cur, addresses):
-    """Return which of the (lower-cased) `addresses` are suppressed, sorted."""
-    cur.execute("SELECT address FROM suppressions WHERE address = ANY(%s) ORDER BY address", (list(addresses),))
-    return [row["address"] for row in cur.fetchall()]
-
-
 def suppress(cur, addresses, reason, email_id=None):
     """Add addresses to the list; an address already on it keeps its first reason."""
     cur.execute(

@@ -16,7 +16,7 @@ from ..queries.idempotency import release_key
 from ..schemas import log_schema, log_with_events_schema, send_schema
 from ..services import get_services
 from ..web import json_body
-from .suppressions import refuse_suppressed
+from .suppressions import recipient_keys
 
 bp = Blueprint("emails", __name__, url_prefix="/email")
 SEND_EXAMPLE = {"to": ["Alice <alice@example.com>"], "subject": "Your order has shipped", "body": "It is on its way.",
@@ -40,7 +40,6 @@ def send():
     email = send_schema.load(body)
     email["from_addr"] = email["from_addr"] or current_app.config["EMAIL_DEFAULT_FROM"]
     check_sender(email["from_addr"])
-    refuse_suppressed(email)
     email_id = uuid.uuid4()
     email.update(
         id=email_id,
@@ -50,7 +49,7 @@ def send():
     )
     db = get_services().db
     with db.cursor() as cur:
-        row, replayed = record_email(cur, email, key, body)
+        row, replayed = record_email(cur, email, recipient_keys(email), key, body)
     if replayed:
         return log_schema.dump(row), 201, {"Idempotent-Replayed": "true"}
     try:

@@ -1,14 +1,14 @@
-"""GET, POST /suppressions and DELETE /suppressions/<address>; and the check every send passes."""
+"""GET, POST /suppressions and DELETE /suppressions/<address>; and the recipients every send is checked against."""
 
 from flask import Blueprint
 
 from ..addresses import InvalidAddress, addr_spec, normalize_address
 from ..auth import require_scope
 from ..cursors import split_page
-from ..errors import NotFound, RecipientSuppressed
+from ..errors import NotFound
 from ..list_args import load_args, page_args
 from ..openapi import document
-from ..queries.suppressions import add_suppression, delete_suppression, find_suppressed, list_suppressions
+from ..queries.suppressions import add_suppression, delete_suppression, list_suppressions
 from ..schemas import new_suppression_schema, suppression_page_schema, suppression_schema
 from ..services import get_services
 from ..web import json_body
@@ -21,13 +21,9 @@ def suppression_key(address):
     return addr_spec(address).lower()
 
 
-def refuse_suppressed(email):
-    """Raise RecipientSuppressed when a recipient of a loaded send body is on the suppression list."""
-    addresses = {suppression_key(a) for a in email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"]}
-    with get_services().db.cursor() as cur:
-        suppressed = find_suppressed(cur, addresses)
-    if suppressed:
-        raise RecipientSuppressed(details={"addresses": suppressed})
+def recipient_keys(email):
+    """Return the recipients of a loaded send body as the list spells them, for the insert's suppression check."""
+    return sorted({suppression_key(a) for a in email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"]})
 
 
 @bp.get("")
