@@ -12,6 +12,7 @@ import time
 
 from rq import SimpleWorker
 from rq.utils import now
+from rq.worker import WorkerStatus
 
 # A heartbeat is skipped only if the worker's key already lives at least this close to what the
 # heartbeat would set. RQ blocks on the queue for worker_ttl - 15 s and sets the key to live
@@ -26,8 +27,8 @@ class LeanWorker(SimpleWorker):
         # RQ beats after each job, before each dequeue and after it: nine round trips a job, all
         # saying "alive". A beat the key's current TTL already covers (within HEARTBEAT_SLACK) is
         # skipped; one that is needed goes as one pipelined round trip instead of three. Beats
-        # inside RQ's own pipelines (job start, suspension check) are always written, and tracked:
-        # the job start sets a shorter TTL (job timeout + 60 s), so the beat after a job is sent.
+        # inside pipelines (job start, job end, suspension check) are always written, and tracked:
+        # the job start sets a shorter TTL (job timeout + 60 s), which the job end's beat restores.
         timeout = timeout or self.worker_ttl + 60
         if pipeline is not None:
             super().heartbeat(timeout, pipeline=pipeline)
@@ -38,6 +39,16 @@ class LeanWorker(SimpleWorker):
                 super().heartbeat(timeout, pipeline=pipe)
                 pipe.execute()
         self._alive_until = time.monotonic() + timeout
+
+    def execute_job(self, job, queue):
+        # SimpleWorker's own three lines, with the IDLE state written in the same round trip as the
+        # heartbeat RQ's loop sends right after the job (which then finds it covered and skips it).
+        execution = self.prepare_execution(job)
+        self.perform_job(job, queue, execution)
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            self.heartbeat(pipeline=pipe)
+            pipe.execute()
 
     def set_state(self, state, pipeline=None):
         # The worker writes IDLE after each job and again before the next dequeue; the second write
