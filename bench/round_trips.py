@@ -12,10 +12,10 @@ from collections import Counter
 import psycopg2.extras
 import redis.connection
 from harness import ROOT, base_urls
-from rq import SimpleWorker
 
 sys.path.insert(0, ROOT)
 from emailsvc import create_app  # noqa: E402
+from emailsvc.rq_worker import LeanWorker  # noqa: E402
 from emailsvc.services import get_services  # noqa: E402
 
 COUNTS = Counter()
@@ -61,7 +61,7 @@ def main(messages=200):
     COUNTS.clear()
     with app.app_context():
         services = get_services()
-        SimpleWorker([services.email_queue], connection=services.redis).work(burst=True, logging_level="WARNING")
+        LeanWorker([services.email_queue], connection=services.redis).work(burst=True, logging_level="WARNING")
     job = {k: v / (messages + 1) for k, v in COUNTS.items()}
     for label, counts in (("per accepted request", accept), ("per delivery job", job)):
         print(f"round trips {label}: PostgreSQL {counts.get('postgresql', 0):.1f}, Redis {counts.get('redis', 0):.1f}")

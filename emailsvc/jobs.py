@@ -8,10 +8,10 @@ from rq import Retry, get_current_job
 from .mailer import PermanentFailure, TransientFailure
 from .queries.emails import (
     claim_for_sending,
-    lock_for_sending,
     mark_failed,
     mark_retrying,
     mark_sent,
+    release_if_held,
     unlock_for_sending,
 )
 from .services import get_services
@@ -46,25 +46,32 @@ def enqueue_delivery(email_id, at=None, at_front=False):
 
 
 def deliver(email_id):
-    """Send one logged message and record the outcome; transient failures raise so RQ retries."""
+    """Send one logged message and record the outcome; transient failures raise so RQ retries.
+
+    Two statements per message: the claim takes the sending lock, the outcome releases it.
+    """
     services = get_services()
-    # One connection for the whole delivery: it holds the sending lock until the outcome is recorded.
+    # One connection for the whole delivery: the sending lock lives on it from claim to outcome.
     with services.db.cursor() as cur:
-        if not lock_for_sending(cur, email_id):
-            log.info("email %s is being sent by another job; nothing to do", email_id)
+        locked, row = claim_for_sending(cur, email_id)
+        if row is None:
+            if locked:  # rare: a duplicate job for a message no longer waiting took the lock for nothing
+                unlock_for_sending(cur, email_id)
+            log.info("email %s is not waiting, or another job is sending it; nothing to do", email_id)
             return
         try:
-            _deliver_locked(cur, services.mailer, email_id)
-        finally:
+            _send_and_record(cur, services.mailer, email_id, row)
+        except TransientFailure:
+            raise  # recorded, and the lock released, by mark_retrying or mark_failed
+        except BaseException:
+            # The lock must not outlive the attempt, or the reconciler could never settle the row: the
+            # outcome statement released it, unless it failed or no outcome was recorded.
             if not cur.connection.closed:
-                unlock_for_sending(cur, email_id)
+                release_if_held(cur, email_id)
+            raise
 
 
-def _deliver_locked(cur, mailer, email_id):
-    row = claim_for_sending(cur, email_id)
-    if row is None:
-        log.info("email %s is not waiting; nothing to send", email_id)
-        return
+def _send_and_record(cur, mailer, email_id, row):
     try:
         reply = mailer.send(row)
     except PermanentFailure as exc:

@@ -1,7 +1,8 @@
 """`python worker.py`: WORKER_PROCESSES sending processes on queue `email`, kept alive by a supervisor.
 
-Each process runs RQ's SimpleWorker, which performs jobs in-process instead of forking per job, so
-it keeps its database connection and its SMTP connection open from one message to the next.
+Each process runs RQ's SimpleWorker (as LeanWorker, emailsvc/rq_worker.py: fewer Redis round trips
+per job), which performs jobs in-process instead of forking per job, so it keeps its database
+connection and its SMTP connection open from one message to the next.
 WEBHOOK_PROCESSES separate processes deliver outbound webhooks (queue `webhooks`): a sending process
 never waits on a webhook receiver, however slow. The supervisor, otherwise idle, runs the
 reconciler every RECONCILE_INTERVAL seconds.
@@ -15,11 +16,10 @@ import signal
 import threading
 import time
 
-from rq import SimpleWorker
-
 from . import create_app
 from .notify import dispatch_forever, webhook_queue
 from .reconciler import reconcile
+from .rq_worker import LeanWorker
 from .services import get_services
 
 log = logging.getLogger("emailsvc.worker")
@@ -44,7 +44,7 @@ def run_worker():
     app = create_app()
     with app.app_context():
         services = get_services()
-        worker = SimpleWorker(
+        worker = LeanWorker(
             [services.email_queue], connection=services.redis, maintenance_interval=MAINTENANCE_INTERVAL
         )
         try:
@@ -59,7 +59,7 @@ def run_webhook_worker():
     app = create_app()
     threading.Thread(target=dispatch_forever, args=(app,), name="webhook-dispatcher", daemon=True).start()
     with app.app_context():
-        SimpleWorker([webhook_queue()], connection=get_services().redis).work(logging_level="INFO")
+        LeanWorker([webhook_queue()], connection=get_services().redis).work(logging_level="INFO")
 
 
 class Supervisor:

@@ -17,12 +17,12 @@ import psycopg2
 import pytest
 from aiosmtpd.controller import Controller
 from redis import Redis
-from rq import SimpleWorker
 
 from emailsvc import create_app
 from emailsvc.auth import hash_key, new_key
 from emailsvc.db import init_db
 from emailsvc.queries.api_keys import insert_api_key
+from emailsvc.rq_worker import LeanWorker
 from emailsvc.services import get_services
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/emailsvc_test")
@@ -145,9 +145,9 @@ def auth(app):
     return {"Authorization": f"Bearer {make_key(app)}"}
 
 
-class BurstWorker(SimpleWorker):
-    """RQ's SimpleWorker without its command channel: a burst in a test takes no remote commands, and
-    closing the channel can wait a second for its thread."""
+class BurstWorker(LeanWorker):
+    """The product's worker without its command channel: a burst in a test takes no remote commands,
+    and closing the channel can wait a second for its thread."""
 
     def subscribe(self):
         pass

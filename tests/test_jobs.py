@@ -8,7 +8,7 @@ import pytest
 from conftest import run_jobs
 
 from emailsvc.jobs import enqueue_delivery
-from emailsvc.queries.emails import lock_for_sending, unlock_for_sending
+from emailsvc.queries.emails import SENDING_LOCK, unlock_for_sending
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
 
@@ -129,6 +129,27 @@ def test_a_duplicate_job_sends_nothing(client, auth, app, smtp):
     assert len(smtp.received) == 1
 
 
+def test_no_outcome_leaves_a_sending_lock_held(client, auth, app, smtp, database):
+    # A lock left held would keep the reconciler from ever settling that row after a later crash.
+    smtp.data_replies.append("451 4.3.0 Try again later")
+    sent = send(client, auth)
+    run_jobs(app)  # an attempt_failed, then sent
+    smtp.data_replies.append("550 5.7.1 Message rejected")
+    failed = send(client, auth)
+    run_jobs(app)
+    with app.app_context():
+        enqueue_delivery(sent)  # a duplicate job, for a message no longer waiting
+    run_jobs(app)
+    assert [log_of(client, auth, i)["status"] for i in (sent, failed)] == ["SENT", "FAILED"]
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+            (SENDING_LOCK,),
+        )
+        assert cur.fetchone()[0] == 0
+
+
 def test_connection_is_reused_between_messages_and_reopened_after_a_drop(client, auth, app, smtp):
     for _ in range(3):
         send(client, auth)
@@ -156,7 +177,7 @@ def test_a_job_for_a_message_another_worker_is_sending_sends_nothing(client, aut
     email_id = send(client, auth)
     db = app.extensions["emailsvc"].db
     with app.app_context(), db.cursor() as other_worker:
-        assert lock_for_sending(other_worker, email_id)
+        other_worker.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (SENDING_LOCK, email_id))
         run_jobs(app)
         unlock_for_sending(other_worker, email_id)
     assert smtp.received == []

@@ -8,7 +8,7 @@ from redis import Redis
 from rq import Queue
 
 from emailsvc import create_app
-from emailsvc.queries.emails import claim_for_sending, lock_for_sending, lock_reconciler, unlock_for_sending
+from emailsvc.queries.emails import claim_for_sending, lock_reconciler, unlock_for_sending
 from emailsvc.reconciler import reconcile
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
@@ -37,6 +37,7 @@ def abandon_mid_send(app, email_id):
     """Claim a message as a worker does, then vanish without recording the outcome."""
     with app.app_context(), app.extensions["emailsvc"].db.cursor() as cur:
         claim_for_sending(cur, email_id)
+        cur.connection.close()  # its session, and the sending lock with it, ends as a killed worker's does
 
 
 def test_a_pending_message_whose_job_is_gone_is_queued_again_before_the_backlog(client, auth, app, smtp):
@@ -111,7 +112,6 @@ def test_an_abandoned_send_is_sent_again_with_the_same_message_id(client, auth, 
 def test_a_send_a_live_worker_holds_is_left_alone(client, auth, app):
     email_id = send(client, auth)
     with app.app_context(), app.extensions["emailsvc"].db.cursor() as worker:
-        lock_for_sending(worker, email_id)
         claim_for_sending(worker, email_id)
         assert run_reconciler(app) == {"abandoned": 0, "failed": 0, "requeued": 0, "expired_keys": 0}
         unlock_for_sending(worker, email_id)

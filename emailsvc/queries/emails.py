@@ -78,67 +78,105 @@ def list_events(cur, email_id):
     return cur.fetchall()
 
 
-def _transition(cur, email_id, condition, assignments, event, detail=None, params=None):
+def _transition(cur, email_id, condition, assignments, event, detail=None, params=None, lock=None):
+    """Change one row's status and write its event; `lock` "take" or "release" does the sending lock too.
+
+    "take": the statement first tries the sending lock and changes the row only if it got it; it returns
+    the row with a `locked` column (the row's other columns are NULL when it did not change: the caller
+    must release a lock taken for nothing). "release": the lock is released once the row is changed and
+    still row-locked, so a reconciler that finds the lock free before the commit waits on the row and
+    then sees it no longer SENDING. The lock is tried or released exactly once: a CTE with a volatile
+    function is evaluated once, and never re-run when PostgreSQL rechecks a concurrently updated row.
+    """
     # `condition` and `assignments` are always constants of this module, never input; values go as parameters.
+    head, select = "", "SELECT * FROM e"
+    if lock == "take":
+        head = "l AS (SELECT pg_try_advisory_lock(%(lock)s, hashtext(%(id)s::text)) AS locked), "
+        condition = f"({condition}) AND (SELECT locked FROM l)"
+        select = "SELECT l.locked, e.* FROM l LEFT JOIN e ON true"
+    elif lock == "release":
+        # count(*) makes the UPDATE finish (row locked) before the unlock runs, whatever the join order.
+        head = ""
+        select = """, released AS (
+                SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM (SELECT count(*) FROM e) changed
+            )
+            SELECT e.* FROM released LEFT JOIN e ON true"""
     cur.execute(
-        f"""WITH e AS (
+        f"""WITH {head}e AS (
                 UPDATE emails SET {assignments}, updated_at = now()
                 WHERE id = %(id)s AND {condition} RETURNING *
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail) SELECT id, %(event)s, %(detail)s FROM e
             ){queue_webhooks_cte(event)}
-            SELECT * FROM e""",
-        {**(params or {}), "id": email_id, "event": event, "detail": detail},
+            {select}""",
+        {**(params or {}), "id": email_id, "event": event, "detail": detail, "lock": SENDING_LOCK},
     )
-    return cur.fetchone()
-
-
-def lock_for_sending(cur, email_id):
-    """Take the session lock that says this message is being sent; False if another session holds it.
-
-    The lock lives as long as the connection: a worker killed mid-send loses it at once, which is
-    how the reconciler tells an abandoned SENDING row from one a live worker is sending.
-    """
-    cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s::text)) AS locked", (SENDING_LOCK, str(email_id)))
-    return cur.fetchone()["locked"]
-
-
-def unlock_for_sending(cur, email_id):
-    """Release the lock taken by lock_for_sending."""
-    cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s::text))", (SENDING_LOCK, str(email_id)))
+    row = cur.fetchone()
+    if lock == "release" and row["id"] is None:
+        return None  # the LEFT JOIN's row when nothing changed
+    return row
 
 
 def claim_for_sending(cur, email_id):
-    """Move a waiting message (PENDING, or SCHEDULED and due) to SENDING and count the attempt; None if not waiting."""
-    return _transition(
+    """Take the sending lock and move a waiting message (PENDING, or SCHEDULED and due) to SENDING, counting the
+    attempt, in one statement. Return (locked, row): row None when the lock was busy or the message not waiting.
+
+    The lock is a session lock: it lives as long as the connection, so a worker killed mid-send loses it
+    at once, which is how the reconciler tells an abandoned SENDING row from one a live worker is
+    sending. When `locked` is True and `row` None, the caller releases it with unlock_for_sending.
+    """
+    row = _transition(
         cur, email_id, "(status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()))",
-        "status = 'SENDING', attempts = attempts + 1", "sending",
+        "status = 'SENDING', attempts = attempts + 1", "sending", lock="take",
     )  # fmt: skip
+    locked = row.pop("locked")
+    return locked, (row if row["id"] is not None else None)
+
+
+def unlock_for_sending(cur, email_id):
+    """Release the sending lock taken by claim_for_sending, when no outcome statement released it."""
+    cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s::text))", (SENDING_LOCK, str(email_id)))
+
+
+def release_if_held(cur, email_id):
+    """Release the sending lock if this session still holds it, without PostgreSQL's warning when it does not.
+
+    For the error path: an outcome statement that failed may or may not have released it already.
+    """
+    cur.execute(
+        """SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM pg_locks
+           WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+             AND classid = %(lock)s AND objid = hashtext(%(id)s::text)::oid AND objsubid = 2""",
+        {"lock": SENDING_LOCK, "id": str(email_id)},
+    )
 
 
 def mark_sent(cur, email_id, smtp_response):
-    """Record a successful hand-over to the SMTP server."""
+    """Record a successful hand-over to the SMTP server and release the sending lock."""
     return _transition(
         cur, email_id, "status = 'SENDING'",
         "status = 'SENT', sent_at = now(), smtp_response = %(detail)s, error_message = NULL",
-        "sent", smtp_response,
+        "sent", smtp_response, lock="release",
     )  # fmt: skip
 
 
 def mark_retrying(cur, email_id, error):
-    """Record a transient failure and put the message back to wait for its retry."""
+    """Record a transient failure, put the message back to wait for its retry, and release the sending lock."""
     return _transition(
         cur, email_id, "status = 'SENDING'", "status = 'PENDING', error_message = %(detail)s",
-        "attempt_failed", error,
+        "attempt_failed", error, lock="release",
     )  # fmt: skip
 
 
-def mark_failed(cur, email_id, error, from_statuses=("SENDING",)):
-    """Record that the message will not be sent."""
+def mark_failed(cur, email_id, error, from_statuses=("SENDING",), release_lock=True):
+    """Record that the message will not be sent; from SENDING, release the sending lock too.
+
+    `release_lock=False` for a message this session is not sending (e.g. one the queue refused).
+    """
     return _transition(
         cur, email_id, "status = ANY(%(from)s)",
         "status = 'FAILED', failed_at = now(), error_message = %(detail)s",
-        "failed", error, {"from": list(from_statuses)},
+        "failed", error, {"from": list(from_statuses)}, lock="release" if release_lock else None,
     )  # fmt: skip
 
 

@@ -56,7 +56,7 @@ def send():
         enqueue_delivery(email_id, at=email["scheduled_at"])
     except RedisError as exc:
         with db.cursor() as cur:
-            mark_failed(cur, email_id, QUEUE_DOWN, from_statuses=["PENDING", "SCHEDULED"])
+            mark_failed(cur, email_id, QUEUE_DOWN, from_statuses=["PENDING", "SCHEDULED"], release_lock=False)
             release_key(cur, email_id)
         raise ServiceUnavailable(QUEUE_DOWN + " It is recorded as FAILED; send it again.") from exc
     return log_schema.dump(row), 201
