@@ -4,9 +4,10 @@ import os
 
 # Overridable so a platform can choose the port; loopback by default, a proxy fronts it in production.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-# Sync workers: each request does a short INSERT and an enqueue, bound by round trips rather than
-# by waiting on slow clients; measured faster than gthread on 2 cores. One per core plus one keeps
-# a core busy while another worker waits on PostgreSQL or Redis.
+# Sync workers: a send is short CPU work plus a few round trips, never a wait on a slow client. On
+# 2 cores (docs/performance.md) cores + 1 sync workers gave the best throughput and p99: 2 workers
+# left a core idle while one waited on PostgreSQL, 5 and 8 only added switching, and gthread
+# (3 x 4 threads) matched the throughput with a worse p99 at 16 connections.
 workers = int(os.environ.get("WEB_CONCURRENCY", (os.cpu_count() or 1) + 1))
 worker_class = "sync"
 # Under the 30 s default: a request that stalls on a dead backend is cut before a client gives up.

@@ -225,12 +225,11 @@ def main():
         memory = delivery(bench)
         memory.update(end_to_end(bench))
         counted = subprocess.run(
-            [PYTHON, "bench/round_trips.py"],
+            [PYTHON, "bench/costs.py", "--sink-port", str(bench.sink_port)],
             cwd=ROOT,
             check=True,
             capture_output=True,
             text=True,
-            env={**os.environ, "SINK_PORT": str(bench.sink_port)},
         ).stdout
         for line in counted.splitlines():
             bench.add(*line.split(": ", 1))
