@@ -153,6 +153,21 @@ class BurstWorker(LeanWorker):
         pass
 
 
+VALID_SEND = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
+
+
+def send_ok(client, auth, **changes):
+    """POST /email/send with a valid body changed by `changes`; assert it is accepted and return the id."""
+    response = client.post("/email/send", json={**VALID_SEND, **changes}, headers=auth)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def log_of(client, auth, email_id):
+    """GET /email/logs/<id>: the log with its events."""
+    return client.get(f"/email/logs/{email_id}", headers=auth).get_json()
+
+
 def run_jobs(app):
     """Run the queued jobs, retries included, with the real job code, then return."""
     with app.app_context():

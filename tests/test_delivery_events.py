@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import run_jobs, run_webhooks
+from conftest import log_of, run_jobs, run_webhooks
 
 from emailsvc import create_app
 
@@ -43,10 +43,6 @@ def sent(client, auth, app):
     response = client.post("/email/send", json={**VALID_SEND, "cc": ["Carol <Carol@Example.com>"]}, headers=auth)
     run_jobs(app)
     return client.get(f"/email/logs/{response.get_json()['id']}", headers=auth).get_json()
-
-
-def log_of(client, auth, email_id):
-    return client.get(f"/email/logs/{email_id}", headers=auth).get_json()
 
 
 def test_delivered_sets_the_status_and_delivered_at(client, auth, sent):

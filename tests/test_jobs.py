@@ -5,22 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
-from conftest import run_jobs
+from conftest import log_of, run_jobs
+from conftest import send_ok as send
 
 from emailsvc.jobs import enqueue_delivery
 from emailsvc.queries.emails import SENDING_LOCK, unlock_for_sending
-
-VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
-
-
-def send(client, auth, **changes):
-    response = client.post("/email/send", json={**VALID, **changes}, headers=auth)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def log_of(client, auth, email_id):
-    return client.get(f"/email/logs/{email_id}", headers=auth).get_json()
 
 
 def test_text_message_arrives_with_the_contract_headers(client, auth, app, smtp):

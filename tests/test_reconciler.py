@@ -3,25 +3,14 @@
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
-from conftest import TEST_REDIS_URL, run_jobs, wait_for
+from conftest import TEST_REDIS_URL, VALID_SEND, log_of, run_jobs, wait_for
+from conftest import send_ok as send
 from redis import Redis
 from rq import Queue
 
 from emailsvc import create_app
 from emailsvc.queries.emails import claim_for_sending, lock_reconciler, unlock_for_sending
 from emailsvc.reconciler import reconcile
-
-VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
-
-
-def send(client, auth, **changes):
-    response = client.post("/email/send", json={**VALID, **changes}, headers=auth)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def log_of(client, auth, email_id):
-    return client.get(f"/email/logs/{email_id}", headers=auth).get_json()
 
 
 def run_reconciler(app, grace=0):
@@ -132,7 +121,7 @@ def test_an_abandoned_last_attempt_ends_failed(client, auth, app, database, smtp
 
 def test_expired_idempotency_keys_are_deleted(client, auth, app, database):
     for key in ("old", "new"):
-        client.post("/email/send", json=VALID, headers={**auth, "Idempotency-Key": key})
+        client.post("/email/send", json=VALID_SEND, headers={**auth, "Idempotency-Key": key})
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
         cur.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
     assert run_reconciler(app, grace=60)["expired_keys"] == 1
