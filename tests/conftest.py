@@ -36,6 +36,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def answers(url):
+    """True when GET `url` answers 200 (for waiting on a server that is starting)."""
+    try:
+        return http("GET", url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def listens(port):
+    """True when something accepts TCP connections on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout=20.0, interval=0.05, message="condition"):
     """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

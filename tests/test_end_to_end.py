@@ -1,10 +1,9 @@
 """The real processes together: gunicorn, worker.py and the development SMTP sink, over HTTP."""
 
 import email
-import socket
 from email import policy
 
-from conftest import PYTHON, free_port, http, make_key, wait_for
+from conftest import PYTHON, answers, free_port, http, listens, make_key, wait_for
 
 
 def test_send_over_http_lands_in_the_sink_and_reads_back_sent(app, processes, tmp_path):
@@ -16,8 +15,8 @@ def test_send_over_http_lands_in_the_sink_and_reads_back_sent(app, processes, tm
                     "wsgi:app", name="web")  # fmt: skip
     processes.start(PYTHON, "worker.py", name="worker")
     base, auth = f"http://127.0.0.1:{api}", {"Authorization": f"Bearer {key}"}
-    wait_for(lambda: _answers(base + "/readyz"), message="the API to be ready")
-    wait_for(lambda: _listens(smtp_port), message="the sink to listen")
+    wait_for(lambda: answers(base + "/readyz"), message="the API to be ready")
+    wait_for(lambda: listens(smtp_port), message="the sink to listen")
 
     status, headers, log = http("POST", base + "/email/send", {"to": "Bob <bob@example.com>",
                                 "subject": "Ça marche", "body": "Hello", "html": "<p>Hello</p>"}, auth)  # fmt: skip
@@ -31,21 +30,6 @@ def test_send_over_http_lands_in_the_sink_and_reads_back_sent(app, processes, tm
     assert msg["Message-ID"] == log["message_id"]
     assert msg["Subject"] == "Ça marche" and msg.get_content_type() == "multipart/alternative"
     assert "stored as" in sent["events"][-1]["detail"]
-
-
-def _answers(url):
-    try:
-        return http("GET", url, timeout=2)[0] == 200
-    except OSError:
-        return False
-
-
-def _listens(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _sent(base, email_id, auth):

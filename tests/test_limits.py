@@ -10,7 +10,7 @@ import uuid
 
 import psycopg2
 import pytest
-from conftest import PYTHON, free_port, http, make_key, wait_for
+from conftest import PYTHON, answers, free_port, http, make_key, wait_for
 
 from emailsvc import create_app
 
@@ -114,7 +114,7 @@ def test_limits_are_exact_across_two_gunicorn_workers(app, processes, tmp_path):
     web = processes.start(PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2", "--bind",
                           f"127.0.0.1:{port}", "wsgi:app", name="web")  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base + "/healthz"), message="gunicorn to answer")
+    wait_for(lambda: answers(base + "/healthz"), message="gunicorn to answer")
 
     def send(key):
         return http("POST", base + "/email/send", SEND, {"X-API-Key": key})[0]
@@ -143,13 +143,6 @@ def test_limits_are_exact_across_two_gunicorn_workers(app, processes, tmp_path):
 def _access_lines(path, count):
     lines = [line for line in path.read_text().splitlines() if '"POST /email/send' in line]
     return lines if len(lines) == count else None
-
-
-def _answers(url):
-    try:
-        return http("GET", url, timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def _count_emails(database):
