@@ -5,6 +5,7 @@ arrives as text, a parameter may be repeated, and malformed input is a 400, not 
 """
 
 import re
+import uuid
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -72,13 +73,21 @@ class StatusField(fields.String):
 
 
 class CursorField(fields.String):
-    """A next_cursor from an earlier page; loads to its (created_at, key) position."""
+    """A next_cursor from an earlier page of a list keyed by `key_type`; loads to its (created_at, key) position."""
+
+    def __init__(self, key_type=uuid.UUID, **kwargs):
+        super().__init__(**kwargs)
+        self.key_type = key_type
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
-            return decode_cursor(super()._deserialize(value, attr, data, **kwargs))
+            created_at, key = decode_cursor(super()._deserialize(value, attr, data, **kwargs))
         except InvalidCursor as exc:
             raise ValidationError(str(exc)) from exc
+        # A cursor of another list (a text key where this list sorts by UUID, or the reverse).
+        if not isinstance(key, self.key_type):
+            raise ValidationError("Not a cursor of this list.")
+        return created_at, key
 
 
 class PageArgs(Schema):
@@ -95,6 +104,12 @@ class PageArgs(Schema):
         if repeated:
             raise ValidationError(repeated)
         return args.to_dict()
+
+
+class TextKeyPageArgs(PageArgs):
+    """PageArgs of a list whose ties are broken by a text key (the suppression list, by address)."""
+
+    cursor = CursorField(key_type=str, load_default=None)
 
 
 class LogListArgs(PageArgs):
@@ -123,4 +138,5 @@ def load_args(schema):
 
 
 page_args = PageArgs()
+text_key_page_args = TextKeyPageArgs()
 log_list_args = LogListArgs()

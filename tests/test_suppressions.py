@@ -1,7 +1,7 @@
 """The suppression list: GET, POST, DELETE /suppressions, and sends to suppressed recipients."""
 
 import pytest
-from conftest import make_key, run_jobs
+from conftest import make_key, run_jobs, send_ok
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
 
@@ -136,3 +136,16 @@ def test_a_replay_to_a_recipient_suppressed_since_is_refused(client, auth, app):
     suppress(client, auth, "alice@example.com")
     replay = client.post("/email/send", json=VALID, headers=keyed)
     assert replay.status_code == 422 and replay.get_json()["error"]["details"] == {"addresses": ["alice@example.com"]}
+
+
+def test_a_cursor_of_another_list_is_400_not_a_server_error(client, auth, database):
+    for address in ("a@example.com", "b@example.com"):
+        client.post("/suppressions", json={"address": address}, headers=auth)
+    for _ in range(2):
+        send_ok(client, auth)
+    suppressions_cursor = client.get("/suppressions?limit=1", headers=auth).get_json()["pagination"]["next_cursor"]
+    logs_cursor = client.get("/email/logs?limit=1", headers=auth).get_json()["pagination"]["next_cursor"]
+    for url in (f"/email/logs?cursor={suppressions_cursor}", f"/suppressions?cursor={logs_cursor}"):
+        response = client.get(url, headers=auth)
+        assert response.status_code == 400, url
+        assert response.get_json()["error"]["code"] == "invalid_parameter"

@@ -6,7 +6,7 @@ from ..addresses import InvalidAddress, addr_spec, normalize_address
 from ..auth import require_scope
 from ..cursors import split_page
 from ..errors import NotFound
-from ..list_args import load_args, page_args
+from ..list_args import load_args, text_key_page_args
 from ..openapi import document
 from ..queries.suppressions import add_suppression, delete_suppression, list_suppressions
 from ..schemas import new_suppression_schema, suppression_page_schema, suppression_schema
@@ -27,11 +27,11 @@ def recipient_keys(email):
 
 
 @bp.get("")
-@document(query=page_args, response=suppression_page_schema)
+@document(query=text_key_page_args, response=suppression_page_schema)
 @require_scope("send")
 def list_entries():
     """Return the list, newest first, a page at a time."""
-    args = load_args(page_args)
+    args = load_args(text_key_page_args)
     limit = args["limit"]
     with get_services().read_db.cursor() as cur:
         rows = list_suppressions(cur, limit + 1, args["cursor"])
