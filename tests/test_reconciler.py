@@ -108,6 +108,8 @@ def test_a_send_a_live_worker_holds_is_left_alone(client, auth, app):
 
 
 def test_an_abandoned_last_attempt_ends_failed(client, auth, app, database, smtp):
+    hook = client.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["email.failed"]}, headers=auth)
+    assert hook.status_code == 201
     email_id = send(client, auth)
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
         cur.execute("UPDATE emails SET attempts = 3 WHERE id = %s", (email_id,))
@@ -117,6 +119,9 @@ def test_an_abandoned_last_attempt_ends_failed(client, auth, app, database, smtp
     assert log["status"] == "FAILED" and log["failed_at"] and "stopped before recording" in log["error_message"]
     run_jobs(app)
     assert smtp.received == []
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:  # the subscribed endpoint will hear of it
+        cur.execute("SELECT type, snapshot->>'status' FROM webhook_deliveries WHERE email_id = %s", (email_id,))
+        assert cur.fetchall() == [("email.failed", "FAILED")]
 
 
 def test_expired_idempotency_keys_are_deleted(client, auth, app, database):

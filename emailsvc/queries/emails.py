@@ -187,27 +187,30 @@ def settle_abandoned(cur, max_attempts, retry_note, failed_note, limit=500):
     lock is tried on SENDING rows alone (the LIMIT keeps the planner from trying it on others).
     """
     cur.execute(
-        """WITH abandoned AS (
+        f"""WITH abandoned AS (
                 SELECT id FROM (
                     SELECT id FROM emails WHERE status = 'SENDING' ORDER BY updated_at, id LIMIT %(limit)s
                 ) sending
                 WHERE pg_try_advisory_xact_lock(%(lock)s, hashtext(id::text))
-            ), e AS (
+            ), settled AS (
                 UPDATE emails SET
                     status = CASE WHEN attempts < %(max)s THEN 'PENDING' ELSE 'FAILED' END,
                     failed_at = CASE WHEN attempts < %(max)s THEN failed_at ELSE now() END,
                     error_message = CASE WHEN attempts < %(max)s THEN error_message ELSE %(failed)s END,
                     updated_at = now()
                 WHERE id IN (SELECT id FROM abandoned) AND status = 'SENDING'
-                RETURNING id, status
+                RETURNING *
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail)
                 SELECT id, CASE status WHEN 'PENDING' THEN 'attempt_abandoned' ELSE 'failed' END,
                        CASE status WHEN 'PENDING' THEN %(retry)s ELSE %(failed)s END
-                FROM e
-            )
-            SELECT id, status FROM e""",
-        {"limit": limit, "lock": SENDING_LOCK, "max": max_attempts, "retry": retry_note, "failed": failed_note},
+                FROM settled
+            ), e AS (
+                SELECT * FROM settled WHERE status = 'FAILED'  -- those that failed notify their webhooks
+            ){queue_webhooks_cte("failed")}
+            SELECT id, status FROM settled""",
+        {"limit": limit, "lock": SENDING_LOCK, "max": max_attempts, "retry": retry_note, "failed": failed_note,
+         "event": "failed"},
     )
     return cur.fetchall()
 
