@@ -52,8 +52,8 @@ def load_api_key():
         g.api_key = row
 
 
-def require_scope(scope):
-    """Decorate a view so it needs a valid key holding `scope`."""
+def require_scope(*scopes):
+    """Decorate a view so it needs a valid key holding every one of `scopes`."""
 
     def decorator(view):
         @functools.wraps(view)
@@ -63,11 +63,12 @@ def require_scope(scope):
                 raise g.key_lookup_error
             if key is None:
                 raise Unauthorized()
-            if scope not in key["scopes"]:
-                raise Forbidden(f"This API key lacks the '{scope}' scope.")
+            missing = [scope for scope in scopes if scope not in key["scopes"]]
+            if missing:
+                raise Forbidden(f"This API key lacks the '{missing[0]}' scope.")
             return view(*args, **kwargs)
 
-        guarded.required_scope = scope  # read by the OpenAPI document
+        guarded.required_scopes = scopes  # read by the OpenAPI document
         return guarded
 
     return decorator

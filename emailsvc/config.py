@@ -31,6 +31,9 @@ DEFAULTS = {
 }
 
 
+SMTP_SECURITY_MODES = ("none", "starttls", "ssl")
+
+
 def _split(value):
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -41,11 +44,14 @@ def load_config(environ=None):
         load_dotenv()
         environ = os.environ
     raw = {name: environ.get(name, default) for name, default in DEFAULTS.items()}
+    if raw["SMTP_SECURITY"].strip().lower() not in SMTP_SECURITY_MODES:
+        # A typo must not quietly mean plaintext, with SMTP_PASSWORD sent in the clear.
+        raise ValueError(f"SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_MODES)}, not {raw['SMTP_SECURITY']!r}")
     return {
         **raw,
         "DATABASE_READ_URL": raw["DATABASE_READ_URL"] or raw["DATABASE_URL"],
         "SMTP_PORT": int(raw["SMTP_PORT"]),
-        "SMTP_SECURITY": raw["SMTP_SECURITY"].lower(),
+        "SMTP_SECURITY": raw["SMTP_SECURITY"].strip().lower(),
         "SMTP_TIMEOUT": float(raw["SMTP_TIMEOUT"]),
         "EMAIL_ALLOWED_FROM_DOMAINS": [d.lower() for d in _split(raw["EMAIL_ALLOWED_FROM_DOMAINS"])],
         "EMAIL_RETRY_INTERVALS": [int(s) for s in _split(raw["EMAIL_RETRY_INTERVALS"])],

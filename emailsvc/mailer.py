@@ -27,7 +27,8 @@ def build_message(row):
     if row["reply_to"]:
         msg["Reply-To"] = row["reply_to"]
     msg["Subject"] = row["subject"]
-    msg["Date"] = format_datetime(row["created_at"])
+    # The same on every attempt, like the Message-ID; a scheduled message is dated when it was due.
+    msg["Date"] = format_datetime(row["scheduled_at"] or row["created_at"])
     msg["Message-ID"] = row["message_id"]
     for name, value in row["headers"].items():
         msg[name] = value
@@ -119,6 +120,10 @@ class Mailer:
             if 500 <= exc.smtp_code < 600 and not isinstance(exc, smtplib.SMTPAuthenticationError):
                 raise PermanentFailure(reply) from exc
             raise TransientFailure(reply) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            # The relay lacks an extension the message needs (SMTPUTF8 for a non-ASCII address): retrying cannot help.
+            self._reset()
+            raise PermanentFailure(f"The relay does not support this message: {exc}") from exc
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
             raise TransientFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc

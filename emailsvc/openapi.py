@@ -92,12 +92,13 @@ def _header(name, required=False):
 def _operation(endpoint, view, path):
     doc = view.openapi
     summary, _, more = (view.__doc__ or "").strip().partition("\n")
-    statuses, scope, limited = set(doc["errors"]), getattr(view, "required_scope", None), endpoint not in UNLIMITED
-    needs = f"Needs an API key with the `{scope}` scope." if scope else ""
+    statuses, scopes, limited = set(doc["errors"]), getattr(view, "required_scopes", ()), endpoint not in UNLIMITED
+    names = " and ".join(f"`{scope}`" for scope in scopes)
+    needs = f"Needs an API key with the {names} scope{'s' if len(scopes) > 1 else ''}." if scopes else ""
     operation = {"operationId": endpoint.replace(".", "_"), "summary": summary.strip(), "security": []}
     if needs or more.strip():
         operation["description"] = " ".join(filter(None, [needs, more.strip()]))
-    if scope:
+    if scopes:
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
         statuses |= {401, 403, 503}  # 503: the key is looked up in the database
     if doc["body"] is not None:

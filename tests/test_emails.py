@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 import psycopg2
 import pytest
@@ -211,5 +212,7 @@ def test_a_scheduled_message_is_sent_once_due(client, auth, app, smtp):
     wait_for(lambda: datetime.now(UTC) > send_at, message="send_at to pass")
     run_jobs(app)  # its scheduler moves the due job to the queue, then the worker sends it
     assert len(smtp.received) == 1
+    dated = parsedate_to_datetime(smtp.received[0][2]["Date"])
+    assert dated == datetime.fromisoformat(log["scheduled_at"]).replace(microsecond=0)  # dated when due
     body = client.get(f"/email/logs/{log['id']}", headers=auth).get_json()
     assert body["status"] == "SENT" and [e["type"] for e in body["events"]] == ["scheduled", "sending", "sent"]

@@ -96,7 +96,6 @@ def _transition(cur, email_id, condition, assignments, event, detail=None, param
         select = "SELECT l.locked, e.* FROM l LEFT JOIN e ON true"
     elif lock == "release":
         # count(*) makes the UPDATE finish (row locked) before the unlock runs, whatever the join order.
-        head = ""
         select = """, released AS (
                 SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM (SELECT count(*) FROM e) changed
             )
@@ -209,8 +208,14 @@ def settle_abandoned(cur, max_attempts, retry_note, failed_note, limit=500):
                 SELECT * FROM settled WHERE status = 'FAILED'  -- those that failed notify their webhooks
             ){queue_webhooks_cte("failed")}
             SELECT id, status FROM settled""",
-        {"limit": limit, "lock": SENDING_LOCK, "max": max_attempts, "retry": retry_note, "failed": failed_note,
-         "event": "failed"},
+        {
+            "limit": limit,
+            "lock": SENDING_LOCK,
+            "max": max_attempts,
+            "retry": retry_note,
+            "failed": failed_note,
+            "event": "failed",
+        },
     )
     return cur.fetchall()
 

@@ -47,8 +47,7 @@ def endpoint_id(text):
 
 @bp.post("")
 @document(body=new_webhook_schema, response=new_webhook_response_schema, status=201)
-@require_scope("send")
-@require_scope("read")
+@require_scope("send", "read")
 def create():
     """Register an endpoint; the response is the only one that shows its signing secret."""
     endpoint = new_webhook_schema.load(json_body())
@@ -69,8 +68,7 @@ def list_all():
 
 @bp.delete("/<webhook_id>")
 @document(status=204, errors=[404])
-@require_scope("send")
-@require_scope("read")
+@require_scope("send", "read")
 def delete(webhook_id):
     """Remove an endpoint and its delivery history; nothing more is sent to it."""
     with get_services().db.cursor() as cur:

@@ -1,0 +1,17 @@
+"""Settings from the environment."""
+
+import pytest
+
+from emailsvc.config import load_config
+
+
+def test_defaults_are_the_contracts():
+    config = load_config({})
+    assert config["DATABASE_READ_URL"] == config["DATABASE_URL"] == "postgresql://postgres@127.0.0.1:5432/emailsvc"
+    assert config["EMAIL_RETRY_INTERVALS"] == [10, 60, 300] and config["SMTP_SECURITY"] == "none"
+
+
+def test_smtp_security_is_read_leniently_but_a_typo_refuses_to_start():
+    assert load_config({"SMTP_SECURITY": " STARTTLS "})["SMTP_SECURITY"] == "starttls"
+    with pytest.raises(ValueError, match="SMTP_SECURITY"):
+        load_config({"SMTP_SECURITY": "tls"})  # would otherwise send SMTP_PASSWORD in the clear
