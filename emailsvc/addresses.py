@@ -56,3 +56,9 @@ def addr_spec(text):
 def domain_of(text):
     """Return the lower-cased domain of an already normalised address."""
     return addr_spec(text).rsplit("@", 1)[-1].lower()
+
+
+def suppression_keys(addresses):
+    """Return addresses as the suppression list spells them: bare and lower-cased (mailboxes ignore case
+    in practice), sorted, without repeats."""
+    return sorted({addr_spec(address).lower() for address in addresses})

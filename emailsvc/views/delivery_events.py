@@ -8,6 +8,7 @@ import uuid
 
 from flask import Blueprint, current_app, request
 
+from ..addresses import suppression_keys
 from ..errors import NotFound
 from ..openapi import document
 from ..queries.delivery_events import apply_delivery_status, insert_delivery_event, lock_email
@@ -17,7 +18,6 @@ from ..schemas import delivery_event_outcome_schema, delivery_event_schema
 from ..services import get_services
 from ..signing import verify_delivery_event
 from ..web import json_body
-from .suppressions import suppression_key
 
 bp = Blueprint("delivery_events", __name__, url_prefix="/email/webhooks")
 # A bounce is soft (temporary: mailbox full, greylisting) when its detail says so or starts with a
@@ -69,7 +69,7 @@ def recipients(event, email):
     """Return the addresses an event is about: the one it names, else every recipient of the message."""
     everyone = email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"]
     addresses = [event["recipient"]] if event["recipient"] else everyone
-    return sorted({suppression_key(a) for a in addresses})
+    return suppression_keys(addresses)
 
 
 def fingerprint(event):

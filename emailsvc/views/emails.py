@@ -5,7 +5,7 @@ import uuid
 from flask import Blueprint, current_app, g
 from redis.exceptions import RedisError
 
-from ..addresses import domain_of
+from ..addresses import domain_of, suppression_keys
 from ..auth import require_scope
 from ..errors import NotFound, ServiceUnavailable, ValidationFailed
 from ..idempotency import idempotency_key, record_email
@@ -16,7 +16,6 @@ from ..queries.idempotency import release_key
 from ..schemas import log_schema, log_with_events_schema, send_schema
 from ..services import get_services
 from ..web import json_body
-from .suppressions import recipient_keys
 
 bp = Blueprint("emails", __name__, url_prefix="/email")
 SEND_EXAMPLE = {"to": ["Alice <alice@example.com>"], "subject": "Your order has shipped", "body": "It is on its way.",
@@ -48,8 +47,9 @@ def send():
         message_id=f"<{email_id}@{domain_of(email['from_addr'])}>",
     )
     db = get_services().db
+    recipients = suppression_keys(email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"])
     with db.cursor() as cur:
-        row, replayed = record_email(cur, email, recipient_keys(email), key, body)
+        row, replayed = record_email(cur, email, recipients, key, body)
     if replayed:
         return log_schema.dump(row), 201, {"Idempotent-Replayed": "true"}
     try:

@@ -2,7 +2,7 @@
 
 from flask import Blueprint
 
-from ..addresses import InvalidAddress, addr_spec, normalize_address
+from ..addresses import InvalidAddress, normalize_address, suppression_keys
 from ..auth import require_scope
 from ..cursors import split_page
 from ..errors import NotFound
@@ -14,16 +14,6 @@ from ..services import get_services
 from ..web import json_body
 
 bp = Blueprint("suppressions", __name__, url_prefix="/suppressions")
-
-
-def suppression_key(address):
-    """Return the form an address is listed in: its bare addr-spec, lower-cased (mailboxes ignore case in practice)."""
-    return addr_spec(address).lower()
-
-
-def recipient_keys(email):
-    """Return the recipients of a loaded send body as the list spells them, for the insert's suppression check."""
-    return sorted({suppression_key(a) for a in email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"]})
 
 
 @bp.get("")
@@ -47,7 +37,7 @@ def add():
     """Suppress an address: 201 when new, 200 with the existing entry when already listed."""
     entry = new_suppression_schema.load(json_body())
     with get_services().db.cursor() as cur:
-        row = add_suppression(cur, suppression_key(entry["address"]), entry["reason"])
+        row = add_suppression(cur, *suppression_keys([entry["address"]]), entry["reason"])
     return suppression_schema.dump(row), 201 if row["created"] else 200
 
 
@@ -57,7 +47,7 @@ def add():
 def remove(address):
     """Take an address off the list, so mail to it is accepted again."""
     try:
-        key = suppression_key(normalize_address(address))
+        [key] = suppression_keys([normalize_address(address)])
     except InvalidAddress as exc:
         raise NotFound("This address is not on the suppression list.") from exc
     with get_services().db.cursor() as cur:
