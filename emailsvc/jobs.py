@@ -14,12 +14,11 @@ from .queries.emails import (
     release_if_held,
     unlock_for_sending,
 )
-from .services import get_services
+from .services import FAILED_JOB_TTL, get_services
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 3
 MAX_ATTEMPTS = 1 + MAX_RETRIES
-FAILED_JOB_TTL = 7 * 24 * 3600  # failed jobs stay visible in the dashboard for a week
 
 
 def enqueue_delivery(email_id, at=None, at_front=False):

@@ -6,9 +6,8 @@ from datetime import datetime, time, timedelta
 
 from .cursors import split_page
 from .queries.log_counts import count_all_logs, count_day, fill_log_counts, locate_offset
-from .queries.logs import count_matching_up_to, estimate_matching, select_newest_first, select_oldest_first
+from .queries.logs import FILTERS, count_matching_up_to, estimate_matching, select_newest_first, select_oldest_first
 
-FILTERS = ("status", "to", "from_addr", "created_after", "created_before")
 # Above this many matches a filtered total is the planner's estimate, flagged `total_exact: false`.
 EXACT_TOTAL_LIMIT = 10_000
 

@@ -16,7 +16,6 @@ from http.client import HTTPException
 
 import psycopg2.errors
 from flask import current_app
-from rq import Queue
 
 from .queries.webhooks import (
     abandon_delivery,
@@ -27,11 +26,10 @@ from .queries.webhooks import (
     record_attempt,
 )
 from .schemas import webhook_id, webhook_log_schema
-from .services import get_services
+from .services import FAILED_JOB_TTL, get_services
 from .signing import sign_webhook
 
 log = logging.getLogger(__name__)
-WEBHOOK_QUEUE = "webhooks"
 LEASE = 600  # seconds a queued or sending delivery waits before it is presumed lost and sent again
 DISABLE_AFTER = 24 * 3600  # seconds of failures without a success that disable an endpoint
 BATCH = 100
@@ -39,17 +37,13 @@ DISPATCH_INTERVAL = 1.0
 RESPONSE_EXCERPT = 1000  # bytes of a receiver's answer kept with the attempt
 
 
-def webhook_queue():
-    return Queue(WEBHOOK_QUEUE, connection=get_services().redis)
-
-
 def dispatch_due():
     """Put the deliveries that are due on the `webhooks` queue; return how many."""
     with get_services().db.cursor() as cur:
         ids = claim_due_deliveries(cur, BATCH, LEASE)
-    queue = webhook_queue()
+    queue = get_services().webhook_queue
     for delivery_id in ids:
-        queue.enqueue("emailsvc.notify.deliver_webhook", str(delivery_id), result_ttl=0, failure_ttl=7 * 24 * 3600)
+        queue.enqueue("emailsvc.notify.deliver_webhook", str(delivery_id), result_ttl=0, failure_ttl=FAILED_JOB_TTL)
     return len(ids)
 
 

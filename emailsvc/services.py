@@ -8,6 +8,8 @@ from .db import Database
 from .mailer import Mailer
 
 EMAIL_QUEUE = "email"
+WEBHOOK_QUEUE = "webhooks"
+FAILED_JOB_TTL = 7 * 24 * 3600  # failed jobs of either queue stay visible in rq-dashboard for a week
 
 
 class Services:
@@ -23,6 +25,7 @@ class Services:
             config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
         )
         self.email_queue = Queue(EMAIL_QUEUE, connection=self.redis)
+        self.webhook_queue = Queue(WEBHOOK_QUEUE, connection=self.redis)
         self.mailer = Mailer(
             config["SMTP_HOST"],
             config["SMTP_PORT"],

@@ -17,7 +17,7 @@ import threading
 import time
 
 from . import create_app
-from .notify import dispatch_forever, webhook_queue
+from .notify import dispatch_forever
 from .reconciler import reconcile
 from .rq_worker import LeanWorker
 from .services import get_services
@@ -59,7 +59,7 @@ def run_webhook_worker():
     app = create_app()
     threading.Thread(target=dispatch_forever, args=(app,), name="webhook-dispatcher", daemon=True).start()
     with app.app_context():
-        LeanWorker([webhook_queue()], connection=get_services().redis).work(logging_level="INFO")
+        LeanWorker([get_services().webhook_queue], connection=get_services().redis).work(logging_level="INFO")
 
 
 class Supervisor:

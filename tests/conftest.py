@@ -240,11 +240,11 @@ def receiver():
 
 def run_webhooks(app):
     """Dispatch the due webhook deliveries and run them with the real job code until none is due."""
-    from emailsvc.notify import dispatch_due, webhook_queue
+    from emailsvc.notify import dispatch_due
 
     with app.app_context():
         while dispatch_due():
-            BurstWorker([webhook_queue()], connection=get_services().redis).work(burst=True)
+            BurstWorker([get_services().webhook_queue], connection=get_services().redis).work(burst=True)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
