@@ -27,6 +27,7 @@ DEFAULTS = {
     "WEBHOOK_RETRY_INTERVALS": "30,120,600,1800,3600,7200,21600,43200,86400",
     "WEBHOOK_PROCESSES": "1",
     "WEBHOOK_TIMEOUT": "5",
+    "WEBHOOK_ALLOW_PRIVATE": "false",
     "MAX_CONTENT_LENGTH": str(10 * 1024 * 1024),
 }
 
@@ -63,5 +64,6 @@ def load_config(environ=None):
         "WEBHOOK_RETRY_INTERVALS": [int(s) for s in _split(raw["WEBHOOK_RETRY_INTERVALS"])],
         "WEBHOOK_PROCESSES": int(raw["WEBHOOK_PROCESSES"]),
         "WEBHOOK_TIMEOUT": float(raw["WEBHOOK_TIMEOUT"]),
+        "WEBHOOK_ALLOW_PRIVATE": raw["WEBHOOK_ALLOW_PRIVATE"].strip().lower() in ("1", "true", "yes"),
         "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
     }

@@ -7,10 +7,13 @@ so a day of retries survives a Redis restart. All of this runs in the webhook pr
 `worker.py`, never in the sending processes, so a slow receiver never slows mail.
 """
 
+import ipaddress
 import json
 import logging
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPException
 
@@ -79,7 +82,13 @@ def deliver_webhook(delivery_id):
         },
         separators=(",", ":"),
     ).encode()
-    attempt = post(delivery["url"], signed_headers(delivery, body), body, config["WEBHOOK_TIMEOUT"])
+    attempt = post(
+        delivery["url"],
+        signed_headers(delivery, body),
+        body,
+        config["WEBHOOK_TIMEOUT"],
+        config["WEBHOOK_ALLOW_PRIVATE"],
+    )
     intervals = config["WEBHOOK_RETRY_INTERVALS"]
     retry_in = intervals[delivery["attempts"]] if delivery["attempts"] < len(intervals) else None
     try:
@@ -113,11 +122,33 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirects)
 
 
-def post(url, headers, body, timeout):
+def private_target(url):
+    """Return the loopback, private, link-local or otherwise non-public address `url`'s host resolves to, or None.
+
+    Unless WEBHOOK_ALLOW_PRIVATE is set, webhooks go to public addresses only: an API key must not
+    turn the worker into a way to reach (and, through the deliveries list, read) internal services.
+    A host that does not resolve is left to the attempt to report.
+    """
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            return str(address)
+    return None
+
+
+def post(url, headers, body, timeout, allow_private=False):
     """POST once; return the attempt: ok (a 2xx answer), status_code, error, response excerpt, duration_ms."""
     started = time.monotonic()
     status, error, response = None, None, b""
+    blocked = None if allow_private else private_target(url)
     try:
+        if blocked:
+            raise OSError(f"refused to connect: the host resolves to the non-public address {blocked}")
         with _opener.open(urllib.request.Request(url, body, headers, method="POST"), timeout=timeout) as answer:
             status, response = answer.status, answer.read(RESPONSE_EXCERPT)
     except urllib.error.HTTPError as exc:

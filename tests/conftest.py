@@ -118,6 +118,7 @@ def settings(database, smtp):
         "SMTP_TIMEOUT": "5",
         "EMAIL_RETRY_INTERVALS": "0",  # retries run at once, so a burst worker sees them all
         "WORKER_PROCESSES": "1",
+        "WEBHOOK_ALLOW_PRIVATE": "true",  # the test receivers listen on 127.0.0.1
     }
 
 

@@ -7,6 +7,7 @@ import psycopg2
 import pytest
 from conftest import PYTHON, free_port, make_key, run_jobs, run_webhooks, wait_for
 
+from emailsvc import create_app
 from emailsvc.signing import sign_webhook
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice", "metadata": {"order": "42"}}
@@ -278,3 +279,22 @@ def _sql(database, statement):
     with conn, conn.cursor() as cur:
         cur.execute(statement)
     conn.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/hook", "http://localhost/hook", "http://10.0.0.7/hook", "http://169.254.169.254/x",
+            "http://[::1]/hook", "http://0.0.0.0/hook"],
+)  # fmt: skip
+def test_private_targets_are_refused_by_default(settings, url):
+    app = create_app({**settings, "WEBHOOK_ALLOW_PRIVATE": "false"})
+    response = app.test_client().post("/webhooks", json={"url": url}, headers={"X-API-Key": make_key(app)})
+    assert response.status_code == 422
+    assert "non-public address" in response.get_json()["error"]["details"]["url"][0]
+
+
+def test_a_target_that_turned_private_is_not_contacted(receiver):
+    from emailsvc.notify import post
+
+    attempt = post(receiver.url, {}, b"{}", timeout=2, allow_private=False)
+    assert not attempt["ok"] and "non-public address 127.0.0.1" in attempt["error"]
+    assert receiver.requests == []

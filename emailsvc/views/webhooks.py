@@ -7,12 +7,13 @@ scopes, and reading them needs `read`.
 import uuid
 from itertools import groupby
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from ..auth import require_scope
 from ..cursors import split_page
-from ..errors import NotFound
+from ..errors import NotFound, ValidationFailed
 from ..list_args import load_args, page_args
+from ..notify import private_target
 from ..openapi import document
 from ..queries.webhooks import (
     delete_endpoint,
@@ -51,6 +52,10 @@ def endpoint_id(text):
 def create():
     """Register an endpoint; the response is the only one that shows its signing secret."""
     endpoint = new_webhook_schema.load(json_body())
+    blocked = None if current_app.config["WEBHOOK_ALLOW_PRIVATE"] else private_target(endpoint["url"])
+    if blocked:
+        message = f"Resolves to the non-public address {blocked}; set WEBHOOK_ALLOW_PRIVATE to allow it."
+        raise ValidationFailed(details={"url": [message]})
     with get_services().db.cursor() as cur:
         row = insert_endpoint(cur, endpoint["url"], endpoint["events"], new_webhook_secret())
     return new_webhook_response_schema.dump(row), 201
