@@ -13,12 +13,13 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# Load balancers poll the probes many times a second, and a probe must never be refused. The relay's
-# delivery events carry no API key and would all count against its one address; the signature,
-# checked before anything else, is their guard.
-UNLIMITED = {"health.healthz", "health.readyz", "delivery_events.receive"}
+# Load balancers poll the probes many times a second, and a probe must never be refused.
+UNLIMITED = {"health.healthz", "health.readyz"}
 # Extra limits, each counted on its own on top of RATELIMIT_DEFAULT: endpoint → the setting holding it.
-ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND"}
+ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND", "delivery_events.receive": "RATELIMIT_DELIVERY_EVENTS"}
+# The relay's delivery events carry no API key and all come from its few addresses, in bursts after
+# an outage: only their own (generous) per-address limit counts them, not RATELIMIT_DEFAULT.
+OWN_LIMIT_ONLY = {"delivery_events.receive"}
 
 # A fixed window: the first hit starts it; the TTL comes back with the count, in the same round trip.
 INCR_WITH_TTL = """
@@ -98,7 +99,14 @@ def init_limiter(app):
         parse_many(app.config[setting])  # a malformed limit stops the app at start, not at each request
     # Both kinds are "default" limits, so flask-limiter never reads its own RATELIMIT_DEFAULT setting
     # (the same name as ours) as a second, per-route limit; `shared` keeps one count across routes.
-    limits = [Limit(app.config["RATELIMIT_DEFAULT"], scope="all", shared=True)]
+    limits = [
+        Limit(
+            app.config["RATELIMIT_DEFAULT"],
+            scope="all",
+            shared=True,
+            exempt_when=lambda: request.endpoint in OWN_LIMIT_ONLY,
+        )
+    ]
     for endpoint, setting in ROUTE_LIMITS.items():
         limits.append(
             Limit(app.config[setting], scope=endpoint, shared=True, exempt_when=functools.partial(_not_at, endpoint))
