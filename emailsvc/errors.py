@@ -116,6 +116,13 @@ class RecipientSuppressed(ApiError):
     message = "Some recipients are on the suppression list (an earlier hard bounce, complaint or request)."
 
 
+class RateLimited(ApiError):
+    """Too many requests; `headers` carry Retry-After and the X-RateLimit-* of the limit."""
+
+    status, code = 429, "rate_limited"
+    message = "Too many requests; retry after the number of seconds in Retry-After."
+
+
 class ServiceUnavailable(ApiError):
     """A backing service (PostgreSQL or Redis) cannot be reached."""
 
