@@ -138,3 +138,9 @@ def test_a_revoked_key_is_still_refused_at_once_and_a_valid_key_never_counts(cli
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
         cur.execute("UPDATE api_keys SET revoked_at = now()")
     assert client.get(f"/email/logs/{uuid.uuid4()}", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_with_redis_down_unknown_keys_are_still_plain_401(settings):
+    app = create_app({**settings, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    statuses = {app.test_client().get("/email/logs", headers={"X-API-Key": new_key()}).status_code for _ in range(3)}
+    assert statuses == {401}  # the look-up still guards; the uncounted failure locks nobody out
