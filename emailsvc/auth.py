@@ -3,16 +3,22 @@
 import functools
 import hashlib
 import hmac
+import math
+import re
 import secrets
+import time
 
-from flask import g, request
+from flask import current_app, g, request
 
 from .db import DatabaseUnavailable
-from .errors import Forbidden, Unauthorized
+from .errors import Forbidden, RateLimited, Unauthorized
 from .queries.api_keys import find_active_api_key
 from .services import get_services
 
 KEY_PREFIX = "esk_"
+# What new_key makes: the prefix and 32 bytes in unpadded URL-safe base64. Anything else is no key of
+# ours and is refused without a look-up.
+KEY_SHAPE = re.compile(r"esk_[A-Za-z0-9_-]{43}")
 SCOPES = ("send", "read")
 
 
@@ -35,21 +41,44 @@ def presented_key():
 
 
 def load_api_key():
-    """Look up the request's key once, before rate limiting needs to know who is asking."""
+    """Look up the request's key once, before rate limiting needs to know who is asking.
+
+    A malformed key, or any key from an address that has presented too many unknown ones, is never
+    looked up: guessing keys costs no database queries. Whatever is wrong with the key, only an
+    endpoint that needs one fails; /healthz must answer whatever a probe sends.
+    """
     g.api_key = g.key_lookup_error = None
     key = presented_key()
-    if key is None or not key.isascii() or len(key) > 200:
+    if key is None or not KEY_SHAPE.fullmatch(key):
+        return
+    unknown_keys = current_app.extensions["emailsvc.unknown_keys"]
+    wait = unknown_keys.retry_after(request.remote_addr)
+    if wait:
+        g.key_lookup_error = too_many_unknown_keys(unknown_keys.limit, wait)
         return
     digest = hash_key(key)
     try:
         with get_services().db.cursor() as cur:
             row = find_active_api_key(cur, digest)
     except DatabaseUnavailable as exc:
-        # Only an endpoint that needs the key fails (503); /healthz must answer whatever a probe sends.
-        g.key_lookup_error = exc
+        g.key_lookup_error = exc  # 503 where a key is needed
         return
     if row is not None and hmac.compare_digest(bytes(row["key_hash"]), digest):
         g.api_key = row
+    else:
+        unknown_keys.failed(request.remote_addr)
+
+
+def too_many_unknown_keys(limit, wait):
+    """The 429 for an address whose keys are not looked up for `wait` more seconds."""
+    headers = {
+        "Retry-After": str(wait),
+        "X-RateLimit-Limit": str(limit.amount),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(math.ceil(time.time() + wait)),
+    }
+    message = f"Too many unknown API keys from this address ({limit}); retry after the seconds in Retry-After."
+    return RateLimited(message, headers=headers)
 
 
 def require_scope(*scopes):

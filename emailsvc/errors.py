@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import current_app, jsonify
+from flask import jsonify, request
 from marshmallow import Schema, ValidationError, fields
 from werkzeug.exceptions import HTTPException
 
@@ -116,6 +116,13 @@ class RecipientSuppressed(ApiError):
     message = "Some recipients are on the suppression list (an earlier hard bounce, complaint or request)."
 
 
+class RateLimited(ApiError):
+    """Too many requests; `headers` carry Retry-After and the X-RateLimit-* of the limit."""
+
+    status, code = 429, "rate_limited"
+    message = "Too many requests; retry after the number of seconds in Retry-After."
+
+
 class ServiceUnavailable(ApiError):
     """A backing service (PostgreSQL or Redis) cannot be reached."""
 
@@ -145,7 +152,7 @@ def handle_http_exception(exc):
     headers = {k: v for k, v in exc.get_headers() if k.lower() not in ("content-type", "content-length")}
     code, message = HTTP_ERRORS.get(exc.code, ("error", exc.name))
     if exc.code == 413:
-        message = message.format(limit=current_app.config["MAX_CONTENT_LENGTH"])
+        message = message.format(limit=request.max_content_length)  # MAX_CONTENT_LENGTH, or a route's own cap
     elif exc.code == 429:
         message = message.format(limit=exc.description)  # flask-limiter puts the limit, e.g. "120 per 1 minute"
     return error_response(exc.code, code, message, headers=headers)

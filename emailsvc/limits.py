@@ -7,18 +7,19 @@ import time
 
 from flask import g, has_request_context, request
 from flask_limiter import Limit, Limiter
-from limits import parse_many
+from limits import parse, parse_many
 from limits.storage import RedisStorage
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-# Load balancers poll the probes many times a second, and a probe must never be refused. The relay's
-# delivery events carry no API key and would all count against its one address; the signature,
-# checked before anything else, is their guard.
-UNLIMITED = {"health.healthz", "health.readyz", "delivery_events.receive"}
+# Load balancers poll the probes many times a second, and a probe must never be refused.
+UNLIMITED = {"health.healthz", "health.readyz"}
 # Extra limits, each counted on its own on top of RATELIMIT_DEFAULT: endpoint → the setting holding it.
-ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND"}
+ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND", "delivery_events.receive": "RATELIMIT_DELIVERY_EVENTS"}
+# The relay's delivery events carry no API key and all come from its few addresses, in bursts after
+# an outage: only their own (generous) per-address limit counts them, not RATELIMIT_DEFAULT.
+OWN_LIMIT_ONLY = {"delivery_events.receive"}
 
 # A fixed window: the first hit starts it; the TTL comes back with the count, in the same round trip.
 INCR_WITH_TTL = """
@@ -76,7 +77,7 @@ def _not_at(endpoint):
 def add_headers(limiter, response):
     """X-RateLimit-* of the limit closest to running out on every counted response; Retry-After on a 429."""
     counted = limiter.current_limits
-    if not counted:
+    if not counted or "X-RateLimit-Limit" in response.headers:  # a refusal that wrote its own (unknown keys)
         return response
     try:
         tightest = next((c for c in counted if c.breached), None) or min(counted, key=lambda c: c.remaining)
@@ -92,13 +93,67 @@ def add_headers(limiter, response):
     return response
 
 
+class UnknownKeys:
+    """Unknown API keys, counted per client address (RATELIMIT_UNKNOWN_KEYS), so guessing costs no database.
+
+    Only a failed look-up costs a Redis command (the count, shared by every process). Once an
+    address's count reaches the limit, this process remembers it until the window ends, and its keys
+    are refused (429) before any look-up: a valid key's path costs a dictionary look-up, no round
+    trip, and nothing positive is cached, so a revoked key stays refused at once. Each process makes
+    at most one look-up more before it learns of the limit.
+    """
+
+    KEY = "emailsvc:unknown-keys:{}"
+    REMEMBERED = 10_000  # addresses kept in memory at most; expired ones go first
+
+    def __init__(self, redis, limit):
+        self.limit = parse(limit)
+        self.count = redis.register_script(INCR_WITH_TTL)
+        self.blocked = {}  # client address -> time.time() when its window ends
+
+    def retry_after(self, address):
+        """Return the seconds `address` must wait before its keys are looked up again, or 0."""
+        until = self.blocked.get(address)
+        if until is None:
+            return 0
+        if until <= time.time():
+            self.blocked.pop(address, None)
+            return 0
+        return max(1, math.ceil(until - time.time()))
+
+    def failed(self, address):
+        """Count a key from `address` that matched no active key."""
+        try:
+            count, ttl = self.count([self.KEY.format(address)], [self.limit.get_expiry(), 1])
+        except RedisError:  # without the count the look-up still guards; nobody is locked out
+            log.warning("unknown-key count skipped: Redis unavailable")
+            return
+        if count >= self.limit.amount:
+            if len(self.blocked) >= self.REMEMBERED:  # a flood from many addresses: forget the expired first
+                now = time.time()
+                self.blocked = {a: until for a, until in self.blocked.items() if until > now}
+                while len(self.blocked) >= self.REMEMBERED:
+                    self.blocked.pop(next(iter(self.blocked)))
+            self.blocked[address] = time.time() + max(ttl, 1)
+
+
 def init_limiter(app):
     """Count every request but health probes; register after load_api_key, whose g.api_key it counts by."""
     for setting in ("RATELIMIT_DEFAULT", *ROUTE_LIMITS.values()):
         parse_many(app.config[setting])  # a malformed limit stops the app at start, not at each request
+    app.extensions["emailsvc.unknown_keys"] = UnknownKeys(
+        app.extensions["emailsvc"].redis, app.config["RATELIMIT_UNKNOWN_KEYS"]
+    )
     # Both kinds are "default" limits, so flask-limiter never reads its own RATELIMIT_DEFAULT setting
     # (the same name as ours) as a second, per-route limit; `shared` keeps one count across routes.
-    limits = [Limit(app.config["RATELIMIT_DEFAULT"], scope="all", shared=True)]
+    limits = [
+        Limit(
+            app.config["RATELIMIT_DEFAULT"],
+            scope="all",
+            shared=True,
+            exempt_when=lambda: request.endpoint in OWN_LIMIT_ONLY,
+        )
+    ]
     for endpoint, setting in ROUTE_LIMITS.items():
         limits.append(
             Limit(app.config[setting], scope=endpoint, shared=True, exempt_when=functools.partial(_not_at, endpoint))

@@ -7,14 +7,9 @@ so a day of retries survives a Redis restart. All of this runs in the webhook pr
 `worker.py`, never in the sending processes, so a slow receiver never slows mail.
 """
 
-import ipaddress
 import json
 import logging
-import socket
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from http.client import HTTPException
 
 import psycopg2.errors
@@ -31,6 +26,7 @@ from .queries.webhooks import (
 from .schemas import webhook_id, webhook_log_schema
 from .services import FAILED_JOB_TTL, get_services
 from .signing import sign_webhook
+from .webhook_targets import TargetRefused, vet_url
 
 log = logging.getLogger(__name__)
 LEASE = 600  # seconds a queued or sending delivery waits before it is presumed lost and sent again
@@ -113,53 +109,30 @@ def signed_headers(delivery, body):
     }
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    # A redirect is the receiver's misconfiguration: following it would resend the signed body elsewhere.
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
-def private_target(url):
-    """Return the loopback, private, link-local or otherwise non-public address `url`'s host resolves to, or None.
-
-    Unless WEBHOOK_ALLOW_PRIVATE is set, webhooks go to public addresses only: an API key must not
-    turn the worker into a way to reach (and, through the deliveries list, read) internal services.
-    A host that does not resolve is left to the attempt to report.
-    """
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global:
-            return str(address)
-    return None
-
-
 def post(url, headers, body, timeout, allow_private=False):
-    """POST once; return the attempt: ok (a 2xx answer), status_code, error, response excerpt, duration_ms."""
+    """POST once; return the attempt: ok (a 2xx answer), status_code, error, response excerpt, duration_ms.
+
+    The host is resolved and vetted for this attempt (its addresses may have changed since the endpoint
+    was registered) and the connection goes to the vetted addresses only. A redirect is not followed:
+    it is the receiver's misconfiguration, and following it would resend the signed body elsewhere.
+    """
     started = time.monotonic()
     status, error, response = None, None, b""
-    blocked = None if allow_private else private_target(url)
     try:
-        if blocked:
-            raise OSError(f"refused to connect: the host resolves to the non-public address {blocked}")
-        with _opener.open(urllib.request.Request(url, body, headers, method="POST"), timeout=timeout) as answer:
-            status, response = answer.status, answer.read(RESPONSE_EXCERPT)
-    except urllib.error.HTTPError as exc:
-        status, error = exc.code, f"HTTP {exc.code} {exc.reason}"
+        target = vet_url(url, allow_private)
+        connection = target.connection(timeout)
         try:
-            response = exc.read(RESPONSE_EXCERPT)
-        except (OSError, HTTPException):
-            pass
-    except (urllib.error.URLError, OSError, HTTPException, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        error = f"{type(reason).__name__}: {reason}".rstrip(": ")
+            connection.request("POST", target.path, body, headers)
+            answer = connection.getresponse()
+            status, response = answer.status, answer.read(RESPONSE_EXCERPT)
+        finally:
+            connection.close()
+        if not 200 <= status < 300:
+            error = f"HTTP {status} {answer.reason}".rstrip()
+    except TargetRefused as exc:
+        error = f"refused to connect: {exc}"
+    except (OSError, HTTPException, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}".rstrip(": ")
     return {
         "ok": status is not None and 200 <= status < 300,
         "status_code": status,

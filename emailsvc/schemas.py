@@ -334,6 +334,12 @@ class DeliveryEventOutcomeSchema(Schema):
 
     received = fields.Boolean()
     outcome = fields.String(metadata={"description": "applied, recorded, duplicate or unknown_message."})
+    ignored = fields.String(
+        metadata={
+            "description": "Present when the event was recorded but had no effect for this reason: "
+            "not_a_recipient (its `recipient` was not among the message's to, cc or bcc)."
+        }
+    )
 
 
 delivery_event_schema = DeliveryEventSchema()

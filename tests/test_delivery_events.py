@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import io
 import json
 import time
 
@@ -206,7 +207,7 @@ def test_bad_signatures_are_401(client, sent, case):
     [
         (b"not json", 400),
         (b"[1, 2]", 400),
-        (b"[" * 100_000, 400),
+        (b"[" * 60_000, 400),  # nested far past the recursion limit, within the 64 KiB cap
         (b'{"id": "x"}', 422),
         (b'{"event": "delivered"}', 422),
         (b'{"id": "x", "event": "opened"}', 422),
@@ -234,3 +235,106 @@ def test_the_endpoint_does_not_exist_without_a_secret(settings):
     response = client.post(URL, data=raw, headers={"Content-Type": "application/json",
                                                    "X-Webhook-Signature": signature(raw)})  # fmt: skip
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+
+
+def test_an_event_naming_someone_else_is_recorded_but_suppresses_no_one(client, auth, sent):
+    body = {"id": sent["id"], "event": "bounced", "detail": "550 5.1.1 unknown", "recipient": "ceo@example.com"}
+    response = post_event(client, body)
+    assert response.status_code == 200
+    assert response.get_json() == {"received": True, "outcome": "recorded", "ignored": "not_a_recipient"}
+    log = log_of(client, auth, sent["id"])
+    assert log["status"] == "SENT" and log["events"][-1]["type"] == "bounced"  # kept for the record
+    assert client.get("/suppressions", headers=auth).get_json()["items"] == []
+    assert client.post("/email/send", json={**VALID_SEND, "to": "ceo@example.com"}, headers=auth).status_code == 201
+
+
+def test_a_recipient_is_matched_whatever_its_case_and_display_name(client, auth, sent):
+    body = {"id": sent["id"], "event": "complained", "recipient": "Carol Q <CAROL@example.COM>"}
+    assert post_event(client, body).get_json() == {"received": True, "outcome": "applied"}
+    [entry] = client.get("/suppressions", headers=auth).get_json()["items"]
+    assert entry["address"] == "carol@example.com"
+
+
+class Endless:
+    """A request body that never ends, counting what the server reads of it."""
+
+    def __init__(self):
+        self.read_bytes = 0
+
+    def read(self, size=-1):
+        size = 8192 if size is None or size < 0 else size
+        self.read_bytes += size
+        return b" " * size
+
+    def readline(self, size=-1):
+        return self.read(size)
+
+
+def call_wsgi(app, body, signed=b"", content_length=None):
+    """POST `body` (a stream) straight through the WSGI app; without a length, as gunicorn hands on a
+    chunked body. Return (status, JSON answer)."""
+    from werkzeug.test import EnvironBuilder
+
+    headers = {"X-Webhook-Signature": signature(signed)}
+    environ = EnvironBuilder(path=URL, method="POST", content_type="application/json", headers=headers).get_environ()
+    environ["wsgi.input"] = body
+    environ.pop("CONTENT_LENGTH", None)
+    if content_length is None:
+        environ["wsgi.input_terminated"] = True
+    else:
+        environ["CONTENT_LENGTH"] = str(content_length)
+    status = []
+    chunks = app(environ, lambda s, headers, exc_info=None: status.append(s))
+    return int(status[0][:3]), json.loads(b"".join(chunks))
+
+
+def padded_event(sent, size):
+    raw = json.dumps({"id": sent["id"], "event": "delivered", "pad": ""}).encode()
+    return raw[:-2] + b"x" * (size - len(raw)) + raw[-2:]
+
+
+def test_a_body_over_64_kib_is_refused_before_it_is_read(app):
+    body = Endless()
+    status, answer = call_wsgi(app, body, content_length=10 * 1024 * 1024)
+    assert status == 413 and body.read_bytes == 0
+    assert answer["error"]["code"] == "payload_too_large" and "65536 bytes" in answer["error"]["message"]
+
+
+def test_a_chunked_body_is_read_no_further_than_64_kib(app):
+    body = Endless()
+    status, answer = call_wsgi(app, body)
+    assert (
+        status == 413 and answer["error"]["code"] == "payload_too_large" and "65536 bytes" in answer["error"]["message"]
+    )
+    assert body.read_bytes <= 64 * 1024 + 8192
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_64_kib_is_still_accepted(app, sent, chunked):
+    raw = padded_event(sent, 64 * 1024)
+    status, answer = call_wsgi(app, io.BytesIO(raw), raw, content_length=None if chunked else len(raw))
+    assert (status, answer["outcome"]) == (200, "applied")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_one_byte_more_is_413(app, sent, chunked):
+    raw = padded_event(sent, 64 * 1024 + 1)
+    status, _ = call_wsgi(app, io.BytesIO(raw), raw, content_length=None if chunked else len(raw))
+    assert status == 413
+
+
+def test_events_are_limited_per_client_address_by_their_own_setting(settings, sent):
+    app = create_app({**settings, "RATELIMIT_DELIVERY_EVENTS": "3 per minute", "RATELIMIT_DEFAULT": "1 per minute"})
+    client, body = app.test_client(), {"id": sent["id"], "event": "deferred"}
+    here, there = {"REMOTE_ADDR": "192.0.2.1"}, {"REMOTE_ADDR": "192.0.2.2"}
+
+    def post_from(environ):
+        raw = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "X-Webhook-Signature": signature(raw)}
+        return client.post(URL, data=raw, headers=headers, environ_base=environ)
+
+    responses = [post_from(here) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]  # RATELIMIT_DEFAULT does not count them
+    assert responses[3].get_json()["error"]["code"] == "rate_limited" and int(responses[3].headers["Retry-After"]) > 0
+    assert responses[0].headers["X-RateLimit-Limit"] == "3"
+    assert post_from(there).status_code == 200

@@ -11,6 +11,7 @@ from redis import Redis
 from rq import Queue
 
 from emailsvc import create_app
+from emailsvc.auth import new_key
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
 
@@ -123,7 +124,7 @@ def test_redis_down_at_send_answers_503_and_records_the_row_failed(settings, dat
 
 def test_database_down_at_send_answers_503_and_queues_nothing(settings):
     app = create_app({**settings, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
-    response = send(app.test_client(), {"X-API-Key": "esk_whatever"})
+    response = send(app.test_client(), {"X-API-Key": new_key()})
     assert response.status_code == 503
     assert Queue("email", connection=Redis.from_url(TEST_REDIS_URL)).count == 0
 

@@ -7,6 +7,7 @@ import pytest
 from conftest import make_key
 
 from emailsvc import create_app
+from emailsvc.auth import new_key
 from emailsvc.errors import IdempotencyConflict, InvalidParameter
 
 SEND = {"to": "a@example.com", "subject": "s", "body": "b"}
@@ -104,7 +105,7 @@ def test_too_many_requests_is_429_with_retry_after_and_limit_headers(settings):
 
 def test_database_down_is_503_with_retry_after(settings):
     app = create_app({**settings, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
-    response = app.test_client().get(f"/email/logs/{uuid.uuid4()}", headers={"X-API-Key": "esk_whatever"})
+    response = app.test_client().get(f"/email/logs/{uuid.uuid4()}", headers={"X-API-Key": new_key()})
     assert_error(response, 503, "service_unavailable")
     assert int(response.headers["Retry-After"]) > 0
 

@@ -13,7 +13,6 @@ from ..auth import require_scope
 from ..cursors import split_page
 from ..errors import NotFound, ValidationFailed
 from ..list_args import load_args, page_args
-from ..notify import private_target
 from ..openapi import document
 from ..queries.webhooks import (
     delete_endpoint,
@@ -34,6 +33,7 @@ from ..schemas import (
 from ..services import get_services
 from ..signing import new_webhook_secret
 from ..web import json_body
+from ..webhook_targets import TargetRefused, vet_url
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -52,10 +52,12 @@ def endpoint_id(text):
 def create():
     """Register an endpoint; the response is the only one that shows its signing secret."""
     endpoint = new_webhook_schema.load(json_body())
-    blocked = None if current_app.config["WEBHOOK_ALLOW_PRIVATE"] else private_target(endpoint["url"])
-    if blocked:
-        message = f"Resolves to the non-public address {blocked}; set WEBHOOK_ALLOW_PRIVATE to allow it."
-        raise ValidationFailed(details={"url": [message]})
+    if not current_app.config["WEBHOOK_ALLOW_PRIVATE"]:
+        try:
+            vet_url(endpoint["url"])
+        except TargetRefused as exc:
+            message = f"Refused: {exc}. Webhooks go to public addresses unless WEBHOOK_ALLOW_PRIVATE is set."
+            raise ValidationFailed(details={"url": [message]}) from exc
     with get_services().db.cursor() as cur:
         row = insert_endpoint(cur, endpoint["url"], endpoint["events"], new_webhook_secret())
     return new_webhook_response_schema.dump(row), 201
