@@ -14,9 +14,10 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import tempfile
 import time
 
-from harness import PYTHON, free_port, listens, smtp_sink, started, wait_until
+from harness import cpu_seconds, free_port, listens, relay, smtp_sink, wait_until
 
 ENVELOPE = b"MAIL FROM:<sender@example.com>\r\nRCPT TO:<reader@example.com>\r\nDATA\r\n"
 BODY = (
@@ -64,13 +65,6 @@ def _load(port, connections, seconds, result):
     result.put(counts[0])
 
 
-def cpu_seconds(pid):
-    """utime + stime of one process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(port, pid, processes, connections, seconds):
     result = multiprocessing.Queue()
     workers = [
@@ -95,23 +89,19 @@ def main():
     parser.add_argument("--delay-ms", type=float, default=0)
     parser.add_argument("--no-sink", action="store_true", help="measure bench/relay.py only")
     args = parser.parse_args()
-    import tempfile
-
     log_dir = tempfile.mkdtemp(prefix="emailsvc-relay-")
     load = os.getloadavg()
     print(
         f"{args.processes} load processes x {args.connections} connections, {args.seconds:.0f} s, "
         f"relay delay {args.delay_ms:.0f} ms; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    relays = [("bench/relay.py", lambda port: started(
-        [PYTHON, "bench/relay.py", str(port), "--delay-ms", str(args.delay_ms)], os.environ.copy(), "relay", log_dir
-    ))]  # fmt: skip
+    relays = [("bench/relay.py", lambda port: relay(port, args.delay_ms, log_dir))]
     if not args.no_sink and not args.delay_ms:
         relays.append(("postfix smtp-sink", lambda port: smtp_sink(port, log_dir)))
     for name, start in relays:
         port = free_port()
         with start(port) as proc:
-            wait_until(lambda: listens(port), 10, name)
+            wait_until(lambda p=port: listens(p), 10, name)
             pid = proc.pid
             sent, elapsed, cpu = measure(port, pid, args.processes, args.connections, args.seconds)
         per_message = cpu / max(sent, 1) * 1e6
