@@ -72,9 +72,10 @@ def started(args, env, name, log_dir):
         log.close()
 
 
-def gunicorn(app_path, port, env, name, log_dir):
+def gunicorn(app_path, port, env, name, log_dir, extra=()):
     """Start gunicorn with the project's own gunicorn.conf.py, as production runs it (access log included)."""
-    args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", app_path]
+    args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", *extra]
+    args.append(app_path)
     return started(args, env, name, log_dir)
 
 

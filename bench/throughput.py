@@ -296,7 +296,16 @@ def main():
         delivery_at_latency(bench)
         memory.update(end_to_end(bench))
         counted = subprocess.run(
-            [PYTHON, "bench/costs.py", "--sink-port", str(bench.sink_port)],
+            [
+                PYTHON,
+                "bench/costs.py",
+                "--sink-port",
+                str(bench.sink_port),
+                "--db",
+                bench.db_url.rsplit("/", 1)[1],
+                "--redis",
+                bench.redis_url.rsplit("/", 1)[1],
+            ],  # fmt: skip
             cwd=ROOT,
             check=True,
             capture_output=True,
