@@ -267,11 +267,7 @@ def main():
     log_dir = tempfile.mkdtemp(prefix="emailsvc-scaling-")
     started_at = time.monotonic()
     print(f"emailsvc scaling curve — {os.cpu_count()} cores, {load_average()}, logs in {log_dir}", flush=True)
-    bench = Bench(
-        log_dir,
-        db=os.environ.get("BENCH_DB", "emailsvc_bench_scaling"),
-        redis_db=os.environ.get("BENCH_REDIS_DB", "11"),
-    )
+    bench = Bench(log_dir)  # make bench's database and Redis db (BENCH_DB, BENCH_REDIS_DB): one runs at a time
     if not args.skip_delivery:
         delivery_curve(bench, args)
     if not args.skip_accept:
