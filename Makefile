@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVICES = eval "$$(bin/services)"
 
-.PHONY: help install run worker dashboard test test-fast lint bench bench-logs
+.PHONY: help install run worker dashboard test test-fast lint bench bench-logs bench-scaling bench-relay
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,9 +36,17 @@ test-fast: test  ## the suite without the slow fault tests
 lint: install  ## ruff
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: install  ## throughput: accept, delivery, end to end and memory, beside bare baselines (bench/throughput.py)
+bench: install  ## throughput: accept, delivery (smtp-sink; relay at 0 and 100 ms), end to end, memory, beside bare baselines
 	bin/bench-deps
 	$(PY) bench/throughput.py
+
+bench-scaling: install  ## delivery mails/s by processes x SMTP_CONCURRENCY x relay delay, accept by instances, DB CPU
+	bin/bench-deps
+	$(PY) bench/scaling.py $(BENCH_ARGS)
+
+bench-relay: install  ## the ceiling of bench/relay.py (the latency relay of the benchmarks) beside smtp-sink
+	bin/bench-deps
+	$(PY) bench/relay_ceiling.py $(BENCH_ARGS)
 
 bench-logs: install  ## GET /email/logs p50/p95 at 10k and ROWS rows (default 1000000) side by side; own databases
 	@$(SERVICES); $(PY) bench/logs.py --rows "$${ROWS:-1000000}" --pg "$$EMAILSVC_PG" \

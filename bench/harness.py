@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -71,9 +72,10 @@ def started(args, env, name, log_dir):
         log.close()
 
 
-def gunicorn(app_path, port, env, name, log_dir):
+def gunicorn(app_path, port, env, name, log_dir, extra=()):
     """Start gunicorn with the project's own gunicorn.conf.py, as production runs it (access log included)."""
-    args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", app_path]
+    args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", *extra]
+    args.append(app_path)
     return started(args, env, name, log_dir)
 
 
@@ -126,3 +128,55 @@ def children(pid):
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+def relay(port, delay_ms, log_dir):
+    """Start bench/relay.py: an SMTP server that answers each DATA after `delay_ms` and counts messages."""
+    args = [PYTHON, os.path.join(ROOT, "bench", "relay.py"), str(port), "--delay-ms", str(delay_ms)]
+    return started(args, os.environ.copy(), f"relay-{delay_ms:g}ms", log_dir)
+
+
+def relay_stats(port):
+    """bench/relay.py's counts: {"messages", "recipients", "first", "last", "connections"} (times in seconds)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        code, text = smtp.docmd("XSTATS")
+        if code != 250:
+            raise RuntimeError(f"relay answered XSTATS with {code} {text!r}")
+        smtp.docmd("QUIT")
+    return {key: float(value) for key, value in (item.split("=") for item in text.decode().split())}
+
+
+def relay_reset(port):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.docmd("XRESET")
+
+
+def descendants(pid):
+    """Every process below `pid`, children first."""
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
+def tree_rss_mb(pid):
+    """Resident memory of a process and all its descendants, in MiB, and how many processes that is."""
+    pids = [pid, *descendants(pid)]
+    total = 0.0
+    for p in pids:
+        try:
+            total += rss_mb(p)
+        except OSError:  # exited meanwhile
+            pass
+    return total, len(pids)
+
+
+def cpu_seconds(pid):
+    """utime + stime of one process so far, in seconds (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average():
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())

@@ -1,8 +1,11 @@
 """`make bench`: how fast emailsvc accepts and delivers mail, beside bare baselines, in one run.
 
 Prints one table: accept (service vs a bare Flask app, 16 and 64 connections), delivery
-(worker.py vs a bare loop vs RQ's forking worker), end to end (paced at 100/s and flat out), and
-resident memory. Everything runs on loopback against a database and Redis db of its own.
+(worker.py vs a bare loop vs RQ's forking worker, against smtp-sink and against bench/relay.py
+answering each DATA after 0 and 100 ms), end to end (paced at 100/s and flat out), and resident
+memory. Everything runs on loopback against a database and Redis db of its own (BENCH_DB, default
+emailsvc_bench; BENCH_REDIS_DB, default 10). WORKER_PROCESSES, SMTP_CONCURRENCY and
+SMTP_MAX_CONNECTIONS reach worker.py when set; otherwise it runs at its defaults.
 """
 
 import os
@@ -21,9 +24,14 @@ from harness import (
     free_port,
     gunicorn,
     listens,
+    load_average,
+    relay,
+    relay_reset,
+    relay_stats,
     rss_mb,
     smtp_sink,
     started,
+    tree_rss_mb,
     wait_until,
     wrk,
 )
@@ -37,6 +45,13 @@ from emailsvc.services import get_services  # noqa: E402
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
 FORKING_MESSAGES = int(os.environ.get("BENCH_FORKING_MESSAGES", "600"))
+# Delivery at relay latency: (relay delay ms, messages for worker.py and the bare loop, for RQ's forking
+# worker). Each drain also stops after LATENCY_WINDOW seconds, so a slow configuration costs a bounded
+# time: at 100 ms today's 2 processes take ~18/s, and 1,000 messages would take ~55 s.
+LATENCY_RUNS = ((0, 2000, 300), (100, 1000, 200))
+LATENCY_WINDOW = float(os.environ.get("BENCH_LATENCY_WINDOW", "20"))
+# Settings of the concurrent sending design, passed to worker.py when set, so the same rows measure it.
+WORKER_SETTINGS = ("WORKER_PROCESSES", "SMTP_CONCURRENCY", "SMTP_MAX_CONNECTIONS")
 BODY = {
     "to": "Reader <reader@example.com>",
     "subject": "Your order has shipped",
@@ -46,9 +61,11 @@ BODY = {
 
 
 class Bench:
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, db=None, redis_db=None):
         pg, redis = base_urls()
-        self.db_url, self.redis_url = f"{pg}/emailsvc_bench", f"{redis}/10"
+        db = db or os.environ.get("BENCH_DB", "emailsvc_bench")
+        redis_db = redis_db or os.environ.get("BENCH_REDIS_DB", "10")
+        self.db_url, self.redis_url = f"{pg}/{db}", f"{redis}/{redis_db}"
         self.log_dir = log_dir
         self.sink_port = free_port()
         self.env = {
@@ -60,7 +77,10 @@ class Bench:
             "RATELIMIT_SEND": "10000000 per minute",
             "PYTHONPATH": ROOT,
         }
-        self.env.pop("WORKER_PROCESSES", None)  # the default: one per core
+        for name in ("WORKER_PROCESSES", "SMTP_CONCURRENCY", "SMTP_MAX_CONNECTIONS"):
+            # The defaults unless asked for in the environment; never a stray value from .env.
+            if not os.environ.get(name):
+                self.env.pop(name, None)
         init_db(self.db_url)
         self.sql(
             "CREATE TABLE IF NOT EXISTS bench_baseline (id bigserial PRIMARY KEY, payload jsonb, "
@@ -113,6 +133,23 @@ class Bench:
         queued = Redis.from_url(self.redis_url).llen("rq:queue:email")
         waiting = self.sql("SELECT count(*) FROM emails WHERE status IN ('PENDING', 'SENDING')")[0][0]
         return queued, waiting
+
+    def drain(self, args, env, name, relay_port, count, window):
+        """Run `args` until the relay has taken `count` messages or `window` seconds have passed since the
+        first; return (mails/s from the first to the last message the relay took, messages, RSS MiB of
+        the process tree at the end, its process count)."""
+        relay_reset(relay_port)
+        with started(args, env, name, self.log_dir) as proc:
+            wait_until(lambda: relay_stats(relay_port)["messages"] >= 1, 120, f"{name}'s first message")
+            deadline = time.monotonic() + window
+            while time.monotonic() < deadline and relay_stats(relay_port)["messages"] < count:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+            stats = relay_stats(relay_port)
+            memory, processes = tree_rss_mb(proc.pid) if proc.poll() is None else (0.0, 0)
+        rate = (stats["messages"] - 1) / max(stats["last"] - stats["first"], 1e-6)
+        return rate, int(stats["messages"]), memory, processes
 
     def add(self, *row):
         self.rows.append(row)
@@ -181,6 +218,37 @@ def delivery(bench):
     return memory
 
 
+def delivery_at_latency(bench):
+    """Section 2b: the same three drains against bench/relay.py answering each DATA after 0 and 100 ms."""
+    for delay, count, forking_count in LATENCY_RUNS:
+        port = free_port()
+        env = {**bench.env, "SMTP_PORT": str(port)}
+        with relay(port, delay, bench.log_dir):
+            wait_until(lambda p=port: listens(p), 10, "the relay")
+            bench.queue_messages(count)
+            rate, done, memory, processes = bench.drain(
+                [PYTHON, "worker.py"], env, f"worker-{delay}ms", port, count, LATENCY_WINDOW
+            )
+            bench.sql("UPDATE emails SET status = 'PENDING', sent_at = NULL")
+            bare, bare_done, _, _ = bench.drain(
+                [PYTHON, "bench/bare_delivery.py", bench.db_url, str(port)], env, f"bare-{delay}ms", port, count,
+                LATENCY_WINDOW,
+            )  # fmt: skip
+            bench.reset()
+            bench.queue_messages(forking_count)
+            forking, forking_done, _, _ = bench.drain(
+                [PYTHON, "bench/forking_worker.py"], env, f"forking-{delay}ms", port, forking_count, LATENCY_WINDOW
+            )
+            bench.reset()
+        bench.add(
+            f"delivery, relay {delay} ms",
+            f"worker.py {fmt(rate, 1)} mails/s ({done} msgs), RSS {memory:.0f} MiB in {processes} processes",
+            f"bare loop {fmt(bare, 1)} mails/s ({bare_done})",
+            f"RQ forking worker {fmt(forking, 1)} mails/s ({forking_done})",
+            f"ratio {rate / bare:.2f}x bare, {rate / forking:.1f}x forking",
+        )
+
+
 def end_to_end(bench):
     """Section 3: HTTP load and workers together: paced at 100/s, then flat out with 16 connections."""
     port = free_port()
@@ -216,16 +284,28 @@ def end_to_end(bench):
 
 def main():
     log_dir = tempfile.mkdtemp(prefix="emailsvc-bench-")
-    print(f"emailsvc throughput benchmark — {os.cpu_count()} cores, logs in {log_dir}\n", flush=True)
+    settings = ", ".join(f"{name}={os.environ.get(name) or 'default'}" for name in WORKER_SETTINGS)
+    print(f"emailsvc throughput benchmark — {os.cpu_count()} cores, {load_average()}, logs in {log_dir}", flush=True)
+    print(f"worker.py settings: {settings}\n", flush=True)
     bench = Bench(log_dir)
     with smtp_sink(bench.sink_port, log_dir):
         wait_until(lambda: listens(bench.sink_port), 10, "smtp-sink")
         started_at = time.monotonic()
         accept(bench)
         memory = delivery(bench)
+        delivery_at_latency(bench)
         memory.update(end_to_end(bench))
         counted = subprocess.run(
-            [PYTHON, "bench/costs.py", "--sink-port", str(bench.sink_port)],
+            [
+                PYTHON,
+                "bench/costs.py",
+                "--sink-port",
+                str(bench.sink_port),
+                "--db",
+                bench.db_url.rsplit("/", 1)[1],
+                "--redis",
+                bench.redis_url.rsplit("/", 1)[1],
+            ],  # fmt: skip
             cwd=ROOT,
             check=True,
             capture_output=True,
@@ -235,7 +315,7 @@ def main():
             bench.add(*line.split(": ", 1))
         bench.reset()
     bench.add("memory (RSS)", ", ".join(f"{name} {mb:.0f} MiB" for name, mb in memory.items()))
-    print(f"\n(ran {time.monotonic() - started_at:.0f} s)")
+    print(f"\n(ran {time.monotonic() - started_at:.0f} s; at the end, {load_average()})")
 
 
 if __name__ == "__main__":
