@@ -234,3 +234,14 @@ def test_the_endpoint_does_not_exist_without_a_secret(settings):
     response = client.post(URL, data=raw, headers={"Content-Type": "application/json",
                                                    "X-Webhook-Signature": signature(raw)})  # fmt: skip
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+
+
+def test_an_event_naming_a_recipient_moves_that_recipient_only_and_never_back(client, auth, sent):
+    assert event(client, id=sent["id"], event="delivered", recipient="carol@example.com") == "applied"
+    assert event(client, id=sent["id"], event="bounced", recipient="Carol <carol@example.com>",
+                 detail="hard: 550 5.1.1 gone") == "applied"  # fmt: skip
+    assert event(client, id=sent["id"], event="delivered", recipient="carol@example.com", detail="late") == "recorded"
+    log = log_of(client, auth, sent["id"])
+    assert {r["address"].lower(): r["status"] for r in log["recipients"]} == {
+        "alice@example.com": "accepted", "carol@example.com": "bounced"
+    }  # fmt: skip

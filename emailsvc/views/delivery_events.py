@@ -11,7 +11,12 @@ from flask import Blueprint, current_app, request
 from ..addresses import suppression_keys
 from ..errors import NotFound
 from ..openapi import document
-from ..queries.delivery_events import apply_delivery_status, insert_delivery_event, lock_email
+from ..queries.delivery_events import (
+    apply_delivery_status,
+    apply_recipient_status,
+    insert_delivery_event,
+    lock_email,
+)
 from ..queries.suppressions import suppress
 from ..queries.webhooks import queue_webhooks
 from ..schemas import delivery_event_outcome_schema, delivery_event_schema
@@ -48,6 +53,8 @@ def record_event(event):
         if not insert_delivery_event(cur, email["id"], name, event["detail"], at, fingerprint(event)):
             return "duplicate"
         status = apply_delivery_status(cur, email["id"], name, at)
+        if event["recipient"]:
+            apply_recipient_status(cur, email["id"], suppression_keys([event["recipient"]])[0], name, at)
         if name == "deferred":
             queue_webhooks(cur, email["id"], name)
         reason = suppression_reason(event)
