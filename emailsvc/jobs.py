@@ -3,6 +3,7 @@
 import logging
 import select
 import time
+from datetime import timedelta
 
 import psycopg2
 from flask import current_app
@@ -22,6 +23,9 @@ from .services import FAILED_JOB_TTL, get_services
 log = logging.getLogger(__name__)
 MAX_RETRIES = 3
 MAX_ATTEMPTS = 1 + MAX_RETRIES
+# A job RQ starts before its message is due waits for the time if it is this close (its scheduler
+# counts whole seconds, and its host's clock may run ahead of PostgreSQL's), and claims it then.
+EARLY_WAIT_LIMIT = 5.0
 # For this long after the claim, a connection on which PostgreSQL has said nothing proves the claim
 # still stands: the server ends a silent session only after its keepalives fail (25 s, db.py), and
 # any other end of the session (terminated, server restarted) reaches the socket as a message or a reset.
@@ -36,6 +40,13 @@ class ClaimLost(Exception):
     """The worker's database session ended mid-attempt, so the reconciler may have given the message to
     another worker: nothing was sent, nothing can be recorded, and the job fails so that RQ runs it again
     (a run that finds the message taken does nothing)."""
+
+
+def next_whole_second(at):
+    """Return `at` rounded up to a whole second: RQ's scheduler truncates times to the second, and would
+    otherwise start the job up to a second before `at`."""
+    whole = at.replace(microsecond=0)
+    return whole if whole == at else whole + timedelta(seconds=1)
 
 
 def enqueue_delivery(email_id, at=None, at_front=False):
@@ -57,7 +68,7 @@ def enqueue_delivery(email_id, at=None, at_front=False):
         if at is None:
             queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, pipeline=pipe, **options)
         else:
-            queue.enqueue_at(at, "emailsvc.jobs.deliver", email_id, pipeline=pipe, **options)
+            queue.enqueue_at(next_whole_second(at), "emailsvc.jobs.deliver", email_id, pipeline=pipe, **options)
         pipe.execute()
 
 
@@ -88,12 +99,21 @@ def deliver(email_id):
 
 def _claim(cur, email_id):
     """Return the claimed row, or None when the message is not waiting or another job is sending it."""
-    claim = claim_for_sending(cur, email_id)
-    if claim.row is None:
-        if claim.locked:  # rare: a duplicate job for a message no longer waiting took the lock for nothing
+    for _ in range(3):
+        claim = claim_for_sending(cur, email_id)
+        if claim.row is not None:
+            return claim.row
+        if claim.locked:  # the lock was taken for a message that was not waiting
             unlock_for_sending(cur, email_id)
-        log.info("email %s is not waiting, or another job is sending it; nothing to do", email_id)
-    return claim.row
+        if claim.due_in is None or claim.due_in <= 0:
+            break
+        if claim.due_in > EARLY_WAIT_LIMIT:
+            log.warning("email %s: a job started %.0f s before the message is due; it is left to its time", email_id,
+                        claim.due_in)  # fmt: skip
+            return None
+        time.sleep(claim.due_in)
+    log.info("email %s is not waiting, or another job is sending it; nothing to do", email_id)
+    return None
 
 
 def _attempt(cur, services, email_id, row, claimed_at):
