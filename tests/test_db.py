@@ -1,6 +1,7 @@
 """schema.sql: applying it again upgrades a database written by an earlier version, and changes nothing else."""
 
 import psycopg2
+import psycopg2.extensions
 import psycopg2.extras
 
 from emailsvc.db import init_db
@@ -31,6 +32,7 @@ def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
             sent, pending = cur.fetchall()
     finally:
         conn.close()
+        _drop_database(url)
     assert [(r["address"], r["field"], r["status"], r["attempts"]) for r in sent["recipients"]] == [
         ("Bob@example.com", "to", "accepted", 2), ("c@example.com", "cc", "accepted", 2)
     ]  # fmt: skip
@@ -38,3 +40,13 @@ def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
         ("d@example.com", "pending", 0)
     ]
     assert (sent["last_error"], sent["retry_pending"]) == (None, False)
+
+
+def _drop_database(url):
+    params = psycopg2.extensions.parse_dsn(url)
+    name = params.pop("dbname")
+    admin = psycopg2.connect(**{**params, "dbname": "postgres"})
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
