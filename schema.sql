@@ -46,6 +46,52 @@ CREATE TABLE IF NOT EXISTS email_events (
 -- GET /email/logs/<id>: the events of one message, oldest first.
 CREATE INDEX IF NOT EXISTS email_events_email_id_idx ON email_events (email_id, id);
 
+-- Per-recipient outcomes (docs/delivery.md) -----------------------------------------------------
+-- The recipients of a message as the log keeps them: one entry per address of to, cc and bcc, in that
+-- order, with the bare address the SMTP envelope uses. New messages start `pending`; the backfill
+-- below derives the status of older rows from their message's status.
+CREATE OR REPLACE FUNCTION email_recipient_entries(
+    to_addrs text[], cc_addrs text[], bcc_addrs text[], status text DEFAULT 'pending', attempts integer DEFAULT 0
+) RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'address', coalesce(substring(a.address FROM '<([^<>]*)>$'), a.address), 'field', a.field,
+               'status', status, 'attempts', attempts, 'smtp_code', NULL, 'enhanced_status', NULL,
+               'response', NULL, 'updated_at', NULL
+           ) ORDER BY a.field_order, a.n), '[]')
+    FROM (
+        SELECT 'to' AS field, 1 AS field_order, x.address, x.n FROM unnest(to_addrs) WITH ORDINALITY x(address, n)
+        UNION ALL SELECT 'cc', 2, x.address, x.n FROM unnest(cc_addrs) WITH ORDINALITY x(address, n)
+        UNION ALL SELECT 'bcc', 3, x.address, x.n FROM unnest(bcc_addrs) WITH ORDINALITY x(address, n)
+    ) a
+);
+-- Added once, with a backfill of the rows written before per-recipient outcomes existed.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'emails' AND column_name = 'recipients') THEN
+        ALTER TABLE emails ADD COLUMN recipients jsonb;
+        UPDATE emails SET recipients = email_recipient_entries(
+            to_addrs, cc_addrs, bcc_addrs,
+            CASE status WHEN 'SENT' THEN 'accepted' WHEN 'DELIVERED' THEN 'delivered' WHEN 'BOUNCED' THEN 'bounced'
+                        WHEN 'COMPLAINED' THEN 'complained' WHEN 'FAILED' THEN 'refused' ELSE 'pending' END,
+            CASE WHEN status IN ('PENDING', 'SCHEDULED', 'SENDING') THEN 0 ELSE attempts END);
+        ALTER TABLE emails ALTER COLUMN recipients SET NOT NULL;
+    END IF;
+END $$;
+-- Every new row gets its recipients' entries, however it is inserted (the API, a test, a bulk load).
+CREATE OR REPLACE FUNCTION emails_fill_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.recipients := email_recipient_entries(NEW.to_addrs, NEW.cc_addrs, NEW.bcc_addrs);
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER emails_fill_recipients BEFORE INSERT ON emails
+    FOR EACH ROW WHEN (NEW.recipients IS NULL) EXECUTE FUNCTION emails_fill_recipients();
+-- The classified failure of the latest attempt: smtp_code, enhanced_status, retryable, stage, message.
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS last_error jsonb;
+-- Some recipient is deferred and will be tried again; on a SENT message, this is what its job retries.
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS retry_pending boolean NOT NULL DEFAULT false;
+
 -- Delivery truth: inbound delivery events, the suppression list, outbound webhooks.
 
 -- A delivery event's fingerprint; NULL for the service's own events.
@@ -150,9 +196,11 @@ END $$;
 CREATE OR REPLACE TRIGGER emails_deleted_clear_counts AFTER DELETE OR TRUNCATE ON emails
     FOR EACH STATEMENT EXECUTE FUNCTION clear_email_log_counts();
 
--- The reconciler's scans: messages not finished yet, oldest change first.
-CREATE INDEX IF NOT EXISTS emails_unfinished_idx ON emails (updated_at, id)
-    WHERE status IN ('SCHEDULED', 'PENDING', 'SENDING');
+-- The reconciler's scans: messages not finished yet (a SENT one with deferred recipients included),
+-- oldest change first. It replaces emails_unfinished_idx, which did not cover retry_pending.
+DROP INDEX IF EXISTS emails_unfinished_idx;
+CREATE INDEX IF NOT EXISTS emails_waiting_idx ON emails (updated_at, id)
+    WHERE status IN ('SCHEDULED', 'PENDING', 'SENDING') OR retry_pending;
 
 -- Idempotency-Key: one message per (API key, client key) for 24 h; the primary key is what makes
 -- concurrent identical requests create one message, not a read-then-write.

@@ -1,24 +1,52 @@
 """The queue: enqueue a logged message for delivery, and the job that delivers it."""
 
 import logging
+import select
+import time
+from datetime import timedelta
 
+import psycopg2
 from flask import current_app
 from rq import Retry, get_current_job
 
-from .mailer import PermanentFailure, TransientFailure
+from . import smtp_health
 from .queries.emails import (
     claim_for_sending,
-    mark_failed,
-    mark_retrying,
-    mark_sent,
+    holds_sending_lock,
+    record_attempt,
     release_if_held,
     unlock_for_sending,
 )
+from .recipients import settle, targets
 from .services import FAILED_JOB_TTL, get_services
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 3
 MAX_ATTEMPTS = 1 + MAX_RETRIES
+# A job RQ starts before its message is due waits for the time if it is this close (its scheduler
+# counts whole seconds, and its host's clock may run ahead of PostgreSQL's), and claims it then.
+EARLY_WAIT_LIMIT = 5.0
+# For this long after the claim, a connection on which PostgreSQL has said nothing proves the claim
+# still stands: the server ends a silent session only after its keepalives fail (25 s, db.py), and
+# any other end of the session (terminated, server restarted) reaches the socket as a message or a reset.
+QUIET_CLAIM = 5.0
+
+
+class RetryLater(Exception):
+    """Recipients were deferred: the attempt is recorded, and the job fails so that RQ runs it again."""
+
+
+class ClaimLost(Exception):
+    """The worker's database session ended mid-attempt, so the reconciler may have given the message to
+    another worker: nothing was sent, nothing can be recorded, and the job fails so that RQ runs it again
+    (a run that finds the message taken does nothing)."""
+
+
+def next_whole_second(at):
+    """Return `at` rounded up to a whole second: RQ's scheduler truncates times to the second, and would
+    otherwise start the job up to a second before `at`."""
+    whole = at.replace(microsecond=0)
+    return whole if whole == at else whole + timedelta(seconds=1)
 
 
 def enqueue_delivery(email_id, at=None, at_front=False):
@@ -40,28 +68,27 @@ def enqueue_delivery(email_id, at=None, at_front=False):
         if at is None:
             queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, pipeline=pipe, **options)
         else:
-            queue.enqueue_at(at, "emailsvc.jobs.deliver", email_id, pipeline=pipe, **options)
+            queue.enqueue_at(next_whole_second(at), "emailsvc.jobs.deliver", email_id, pipeline=pipe, **options)
         pipe.execute()
 
 
 def deliver(email_id):
-    """Send one logged message and record the outcome; transient failures raise so RQ retries.
+    """Send one logged message to its waiting recipients and record the outcome; raise RetryLater while some
+    are deferred, so RQ retries.
 
-    Two statements per message: the claim takes the sending lock, the outcome releases it.
+    Two statements per attempt: the claim takes the sending lock, the outcome releases it.
     """
     services = get_services()
     # One connection for the whole delivery: the sending lock lives on it from claim to outcome.
     with services.db.cursor() as cur:
-        locked, row = claim_for_sending(cur, email_id)
+        row = _claim(cur, email_id)
         if row is None:
-            if locked:  # rare: a duplicate job for a message no longer waiting took the lock for nothing
-                unlock_for_sending(cur, email_id)
-            log.info("email %s is not waiting, or another job is sending it; nothing to do", email_id)
             return
+        claimed_at = time.monotonic()
         try:
-            _send_and_record(cur, services.mailer, email_id, row)
-        except TransientFailure:
-            raise  # recorded, and the lock released, by mark_retrying or mark_failed
+            _attempt(cur, services, email_id, row, claimed_at)
+        except RetryLater:
+            raise  # recorded, and the lock released, by record_attempt
         except BaseException:
             # The lock must not outlive the attempt, or the reconciler could never settle the row: the
             # outcome statement released it, unless it failed or no outcome was recorded.
@@ -70,18 +97,46 @@ def deliver(email_id):
             raise
 
 
-def _send_and_record(cur, mailer, email_id, row):
+def _claim(cur, email_id):
+    """Return the claimed row, or None when the message is not waiting or another job is sending it."""
+    for _ in range(3):
+        claim = claim_for_sending(cur, email_id)
+        if claim.row is not None:
+            return claim.row
+        if claim.locked:  # the lock was taken for a message that was not waiting
+            unlock_for_sending(cur, email_id)
+        if claim.due_in is None or claim.due_in <= 0:
+            break
+        if claim.due_in > EARLY_WAIT_LIMIT:
+            log.warning("email %s: a job started %.0f s before the message is due; it is left to its time", email_id,
+                        claim.due_in)  # fmt: skip
+            return None
+        time.sleep(claim.due_in)
+    log.info("email %s is not waiting, or another job is sending it; nothing to do", email_id)
+    return None
+
+
+def _attempt(cur, services, email_id, row, claimed_at):
+    outcome = services.mailer.send(row, targets(row), lambda: _still_claimed(cur, email_id, claimed_at))
+    if outcome.claim_lost:
+        cur.connection.close()  # so the pool never hands the dead connection out again
+        raise ClaimLost(f"email {email_id}: the sending claim was lost before DATA; nothing was sent")
+    job = get_current_job()
+    # The row counts attempts across jobs: one queued again by the reconciler has fresh retries.
+    final = not (job is not None and job.retries_left and row["attempts"] < MAX_ATTEMPTS)
+    record = settle(row, outcome, final)
+    record_attempt(cur, email_id, record, was_sending=row["status"] == "SENDING")
+    smtp_health.note(services.redis, outcome.failure)
+    if record.retry_pending:
+        raise RetryLater(record.last_error["message"])
+
+
+def _still_claimed(cur, email_id, claimed_at):
+    """True when this worker still holds the message's sending claim: asked just before DATA."""
+    conn = cur.connection
+    if time.monotonic() - claimed_at < QUIET_CLAIM and not select.select([conn.fileno()], [], [], 0)[0]:
+        return True  # see QUIET_CLAIM: no round trip needed
     try:
-        reply = mailer.send(row)
-    except PermanentFailure as exc:
-        mark_failed(cur, email_id, str(exc))
-        return
-    except TransientFailure as exc:
-        job = get_current_job()
-        # The row counts attempts across jobs: one queued again by the reconciler has fresh retries.
-        if job is not None and job.retries_left and row["attempts"] < MAX_ATTEMPTS:
-            mark_retrying(cur, email_id, str(exc))
-        else:
-            mark_failed(cur, email_id, f"Retries exhausted. Last error: {exc}")
-        raise
-    mark_sent(cur, email_id, reply)
+        return holds_sending_lock(cur, email_id)
+    except psycopg2.Error:
+        return False

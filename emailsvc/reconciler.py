@@ -2,10 +2,11 @@
 
 A pass (run by worker.py every RECONCILE_INTERVAL seconds, and by `flask --app wsgi reconcile`):
 1. settles SENDING rows whose sending lock no live worker holds (their worker was killed): back to
-   PENDING and queued again if attempts remain, else FAILED;
-2. re-enqueues rows waiting for a job (PENDING, or SCHEDULED and due) unchanged for the grace
-   period whose job is gone: missing (Redis restarted empty, or a crash between insert and
-   enqueue), failed, or taken by a worker that died before claiming the row;
+   PENDING and queued again if attempts remain, else FAILED; and refuses the recipients still
+   deferred on a SENT message whose last attempt was so abandoned;
+2. re-enqueues rows waiting for a job (PENDING, SCHEDULED and due, or SENT with recipients waiting
+   for a retry) unchanged for the grace period whose job is gone: missing (Redis restarted empty,
+   or a crash between insert and enqueue), failed, or taken by a worker that died before recording;
 3. hands to the queue a job RQ's scheduler should have moved more than the grace period ago;
 4. deletes idempotency keys older than 24 h.
 What it queues goes to the front of the queue: it has waited already, and must not wait again
@@ -20,7 +21,13 @@ from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
 from .jobs import MAX_ATTEMPTS, enqueue_delivery
-from .queries.emails import list_waiting, lock_reconciler, settle_abandoned, unlock_reconciler
+from .queries.emails import (
+    list_waiting,
+    lock_reconciler,
+    settle_abandoned,
+    settle_abandoned_retries,
+    unlock_reconciler,
+)
 from .queries.idempotency import purge_expired_keys
 from .services import get_services
 
@@ -56,6 +63,8 @@ def _settle_abandoned(cur, done):
                 done["abandoned"] += 1
             else:
                 done["failed"] += 1
+    while refused := settle_abandoned_retries(cur, MAX_ATTEMPTS, FAILED_NOTE):
+        done["failed"] += len(refused)
 
 
 def _requeue_lost(cur, queue, grace, done):

@@ -108,6 +108,33 @@ class EventSchema(Schema):
     detail = fields.String(allow_none=True)
 
 
+class RecipientSchema(Schema):
+    """One recipient of a message and what became of it."""
+
+    address = fields.String()
+    field = fields.String(metadata={"description": "to, cc or bcc"})
+    status = fields.String(
+        metadata={"description": "pending, accepted, deferred, refused, delivered, bounced, complained"}
+    )
+    attempts = fields.Integer()
+    smtp_code = fields.Integer(allow_none=True)
+    enhanced_status = fields.String(allow_none=True)
+    response = fields.String(allow_none=True)
+    updated_at = fields.String(allow_none=True, metadata={"format": "date-time"})  # kept as ISO 8601 in jsonb
+
+
+class LastErrorSchema(Schema):
+    """The classified failure of the latest attempt that had one."""
+
+    smtp_code = fields.Integer(allow_none=True)
+    enhanced_status = fields.String(allow_none=True)
+    retryable = fields.Boolean()
+    stage = fields.String(
+        allow_none=True, metadata={"description": "connect, greeting, ehlo, starttls, auth, mail, rcpt, data"}
+    )
+    message = fields.String()
+
+
 class LogSchema(Schema):
     """A log row as clients see it; `allow_none` tells the OpenAPI document which fields may be null."""
 
@@ -130,6 +157,8 @@ class LogSchema(Schema):
     sent_at = fields.DateTime(allow_none=True)
     failed_at = fields.DateTime(allow_none=True)
     delivered_at = fields.DateTime(allow_none=True)
+    recipients = fields.List(fields.Nested(RecipientSchema))
+    last_error = fields.Nested(LastErrorSchema, allow_none=True)
 
 
 class LogWithEventsSchema(LogSchema):
@@ -144,11 +173,21 @@ class HealthSchema(Schema):
     status = fields.String(metadata={"example": "ok"})
 
 
+class SmtpHealthSchema(Schema):
+    """What the workers last found wrong with the SMTP relay (information: readiness does not depend on it)."""
+
+    ok = fields.Boolean()
+    reason = fields.String(allow_none=True, metadata={"example": "starttls: The relay does not offer STARTTLS."})
+    stage = fields.String(allow_none=True)
+    at = fields.String(allow_none=True, metadata={"description": "When a worker last met the problem."})
+
+
 class ReadySchema(Schema):
-    """The answer of GET /readyz: each backend and whether it answered."""
+    """The answer of GET /readyz: each backend and whether it answered, and the relay's last known health."""
 
     status = fields.String(metadata={"example": "ready"})
     checks = fields.Dict(keys=fields.String(), values=fields.Boolean())
+    smtp = fields.Nested(SmtpHealthSchema)
 
 
 send_schema = SendSchema()
@@ -161,7 +200,7 @@ ready_schema = ReadySchema()
 # Delivery events in, suppressions, webhooks out.
 
 DELIVERY_EVENTS = ("delivered", "bounced", "complained", "deferred")
-WEBHOOK_EVENTS = tuple(f"email.{event}" for event in ("sent", "failed", *DELIVERY_EVENTS))
+WEBHOOK_EVENTS = tuple(f"email.{event}" for event in ("sent", "failed", *DELIVERY_EVENTS, "recipient_failed"))
 MAX_DETAIL = 2000
 SANE_TIMES = validate.Range(min=dt.datetime(2000, 1, 1, tzinfo=dt.UTC), max=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
 

@@ -1,5 +1,6 @@
 """Fixtures: the app on its own PostgreSQL database and Redis db number, and a real aiosmtpd server."""
 
+import asyncio
 import json
 import os
 import socket
@@ -66,7 +67,8 @@ def wait_for(predicate, timeout=20.0, interval=0.05, message="condition"):
 
 
 class SmtpRecorder:
-    """An aiosmtpd handler that keeps what it accepts and answers as a test scripts it."""
+    """An aiosmtpd handler that keeps what it accepts and answers as a test scripts it: any code to MAIL,
+    to each recipient's RCPT and to DATA, and a connection dropped before DATA or after the message."""
 
     def __init__(self):
         self.reset()
@@ -75,11 +77,33 @@ class SmtpRecorder:
         self.received = []  # (envelope from, envelope recipients, parsed message)
         self.data_replies = deque()  # replies to DATA, in order; then `default_reply`
         self.default_reply = "250 2.0.0 Ok: queued"
-        self.refused_recipients = {}  # address -> RCPT reply
+        self.refused_recipients = {}  # address -> RCPT reply, every time
+        self.rcpt_replies = {}  # address -> list of RCPT replies, one per RCPT, then 250
+        self.mail_replies = deque()  # replies to MAIL FROM, in order; then 250
+        # "rcpt": drop the connection at the next RCPT (before DATA); "after_data": keep the next message,
+        # then drop the connection instead of answering. Each entry is used once, in order.
+        self.drops = deque()
+        self.rcpt_gate = None  # a threading.Event that holds every RCPT until it is set
+        self.data_delays = deque()  # seconds to wait before answering DATA (after keeping the message), in order
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.mail_replies:
+            return self.mail_replies.popleft()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        while self.rcpt_gate is not None and not self.rcpt_gate.is_set():
+            await asyncio.sleep(0.01)
+        if self.drops and self.drops[0] == "rcpt":
+            self.drops.popleft()
+            server.transport.abort()
+            return "421 4.3.0 Gone"  # never arrives: the connection is closed
         if address in self.refused_recipients:
             return self.refused_recipients[address]
+        if self.rcpt_replies.get(address):
+            return self.rcpt_replies[address].pop(0)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -88,7 +112,16 @@ class SmtpRecorder:
         if reply.startswith("250"):
             message = message_from_bytes(envelope.original_content, policy=policy.default)
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos), message))
+        if self.drops and self.drops[0] == "after_data":
+            self.drops.popleft()
+            server.transport.abort()  # the relay holds the message; its answer never arrives
+        if self.data_delays:
+            await asyncio.sleep(self.data_delays.popleft())
         return reply
+
+    def copies_for(self, address):
+        """How many copies of messages the relay holds for `address`."""
+        return sum(address in rcpt_tos for _, rcpt_tos, _ in self.received)
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +132,32 @@ def smtp():
     controller.start()
     yield handler
     controller.stop()
+
+
+@pytest.fixture
+def relay():
+    """Start scripted relays for one test: `relay(**Controller options)` returns a started SmtpRecorder whose
+    `restart(**options)` starts it again on the same port with other options (e.g. AUTH offered)."""
+    controllers = []
+
+    def start(port=None, handler=None, **options):
+        handler = handler or SmtpRecorder()
+        handler.port = port or free_port()
+        controller = Controller(handler, hostname="127.0.0.1", port=handler.port, **options)
+        controller.start()
+        controllers.append(controller)
+
+        def restart(**new_options):
+            controller.stop()
+            controllers.remove(controller)
+            return start(handler.port, handler, **new_options)
+
+        handler.restart = restart
+        return handler
+
+    yield start
+    for controller in controllers:
+        controller.stop()
 
 
 @pytest.fixture(scope="session")

@@ -338,3 +338,14 @@ def test_events_are_limited_per_client_address_by_their_own_setting(settings, se
     assert responses[3].get_json()["error"]["code"] == "rate_limited" and int(responses[3].headers["Retry-After"]) > 0
     assert responses[0].headers["X-RateLimit-Limit"] == "3"
     assert post_from(there).status_code == 200
+
+
+def test_an_event_naming_a_recipient_moves_that_recipient_only_and_never_back(client, auth, sent):
+    assert event(client, id=sent["id"], event="delivered", recipient="carol@example.com") == "applied"
+    assert event(client, id=sent["id"], event="bounced", recipient="Carol <carol@example.com>",
+                 detail="hard: 550 5.1.1 gone") == "applied"  # fmt: skip
+    assert event(client, id=sent["id"], event="delivered", recipient="carol@example.com", detail="late") == "recorded"
+    log = log_of(client, auth, sent["id"])
+    assert {r["address"].lower(): r["status"] for r in log["recipients"]} == {
+        "alice@example.com": "accepted", "carol@example.com": "bounced"
+    }  # fmt: skip

@@ -5,8 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
-from conftest import log_of, run_jobs
+from conftest import PYTHON, log_of, run_jobs, wait_for
 from conftest import send_ok as send
+from rq.scheduler import RQScheduler
 
 from emailsvc.jobs import enqueue_delivery
 from emailsvc.queries.emails import SENDING_LOCK, unlock_for_sending
@@ -181,3 +182,34 @@ def test_attempts_are_capped_by_the_log_not_by_the_job(client, auth, app, smtp, 
     run_jobs(app)
     log = log_of(client, auth, email_id)
     assert log["status"] == "FAILED" and log["attempts"] == 4
+
+
+def test_scheduled_messages_go_out_within_seconds_of_their_time_whatever_its_fraction(client, auth, app, processes):
+    # RQ's scheduler keeps whole seconds: a job it started up to a second early used to find its message
+    # not yet due and end, leaving it to the reconciler a minute later. A worker and its scheduler run
+    # throughout, as in production.
+    processes.start(PYTHON, "worker.py", name="worker")
+    redis = app.extensions["emailsvc"].redis
+    wait_for(lambda: redis.exists(RQScheduler.get_locking_key("email")), timeout=30, message="the scheduler")
+    # Fractions .099 to .999 in each of two seconds: whatever the phase of the scheduler's once-a-second
+    # check, some jobs fall in the second before their time.
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+    times = [start + timedelta(seconds=i // 10, microseconds=(i % 10) * 100_000 + 99_000) for i in range(20)]
+    ids = [send(client, auth, send_at=at.isoformat()) for at in times]
+    wait_for(lambda: all(log_of(client, auth, i)["status"] == "SENT" for i in ids), timeout=30, message="all SENT")
+    for email_id in ids:
+        log = log_of(client, auth, email_id)
+        late = datetime.fromisoformat(log["sent_at"]) - datetime.fromisoformat(log["scheduled_at"])
+        assert timedelta(0) <= late <= timedelta(seconds=3), (email_id, late)
+
+
+def test_a_job_started_shortly_before_its_message_is_due_waits_and_sends_it(client, auth, app, smtp):
+    # As when the worker's clock runs ahead of PostgreSQL's: the job must not end with the message unsent.
+    send_at = datetime.now(UTC) + timedelta(seconds=1.5)
+    email_id = send(client, auth, send_at=send_at.isoformat())
+    with app.app_context():
+        enqueue_delivery(email_id)  # now, before its time
+    run_jobs(app)
+    log = log_of(client, auth, email_id)
+    assert log["status"] == "SENT" and len(smtp.received) == 1
+    assert datetime.fromisoformat(log["sent_at"]) >= datetime.fromisoformat(log["scheduled_at"])

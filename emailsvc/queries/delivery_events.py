@@ -14,6 +14,13 @@ TRANSITIONS = {
     "complained": ("COMPLAINED", ["SENT", "DELIVERED"]),
 }
 
+# event -> (the status it sets on the recipient it names, the recipient statuses it may leave)
+RECIPIENT_TRANSITIONS = {
+    "delivered": ("delivered", ["accepted"]),
+    "bounced": ("bounced", ["accepted", "delivered"]),
+    "complained": ("complained", ["accepted", "delivered"]),
+}
+
 LOCK_COLUMNS = "id, status, to_addrs, cc_addrs, bcc_addrs"
 
 
@@ -52,3 +59,20 @@ def apply_delivery_status(cur, email_id, event, at):
     )
     row = cur.fetchone()
     return row and row["status"]
+
+
+def apply_recipient_status(cur, email_id, address, event, at):
+    """Move the status of the recipient `address` (bare, lower-cased) as the event says, never backwards."""
+    if event not in RECIPIENT_TRANSITIONS:
+        return
+    status, from_statuses = RECIPIENT_TRANSITIONS[event]
+    cur.execute(
+        """UPDATE emails SET recipients = (
+               SELECT jsonb_agg(CASE WHEN lower(r->>'address') = %(address)s AND r->>'status' = ANY(%(from)s)
+                                     THEN r || jsonb_build_object('status', %(status)s::text,
+                                                                  'updated_at', coalesce(%(at)s, now()))
+                                     ELSE r END ORDER BY n)
+               FROM jsonb_array_elements(recipients) WITH ORDINALITY x(r, n))
+           WHERE id = %(id)s""",
+        {"id": email_id, "address": address, "status": status, "from": from_statuses, "at": at},
+    )

@@ -4,9 +4,11 @@ Every status change writes its event in the same statement, so the history never
 the log and each change costs one round trip; the same statement queues the change's webhooks.
 """
 
+from typing import NamedTuple
+
 from psycopg2.extras import Json
 
-from .webhooks import queue_webhooks_cte
+from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 
 INSERT_COLUMNS = (
     "id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
@@ -21,6 +23,7 @@ SUPPRESSED_CTE = """s AS (
 NONE_SUPPRESSED = "(SELECT cardinality(suppressed) = 0 FROM s)"
 # The insert as a CTE `e` (with its first event) that another statement can guard: it inserts only
 # when GUARD holds, e.g. when no recipient is suppressed and an idempotency key was free.
+# The recipients' entries (docs/api.md) are derived from to, cc and bcc by a trigger (schema.sql).
 INSERT_EMAIL_CTE = f"""e AS (
         INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
         SELECT {", ".join(f"%({c})s" for c in INSERT_COLUMNS)} WHERE GUARD RETURNING *
@@ -29,6 +32,10 @@ INSERT_EMAIL_CTE = f"""e AS (
     )"""
 # Advisory lock namespace for "this message is being sent"; the second key is hashtext(id).
 SENDING_LOCK = 0x656D6C  # "eml"
+# This session's hold on the sending lock of message %(id)s, as pg_locks shows it (a row, or none).
+HELD_LOCK = """SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+      AND classid = %(lock)s AND objid = hashtext(%(id)s::text)::oid AND objsubid = 2"""
 RECONCILER_LOCK = 0x72636E  # "rcn"
 
 
@@ -78,58 +85,93 @@ def list_events(cur, email_id):
     return cur.fetchall()
 
 
-def _transition(cur, email_id, condition, assignments, event, detail=None, params=None, lock=None):
-    """Change one row's status and write its event; `lock` "take" or "release" does the sending lock too.
+def _transition(cur, email_id, condition, assignments, event, detail=None, params=None, release_lock=False):
+    """Change one row's status and write its event; `release_lock` releases the sending lock too.
 
-    "take": the statement first tries the sending lock and changes the row only if it got it; it returns
-    the row with a `locked` column (the row's other columns are NULL when it did not change: the caller
-    must release a lock taken for nothing). "release": the lock is released once the row is changed and
-    still row-locked, so a reconciler that finds the lock free before the commit waits on the row and
-    then sees it no longer SENDING. The lock is tried or released exactly once: a CTE with a volatile
-    function is evaluated once, and never re-run when PostgreSQL rechecks a concurrently updated row.
+    The lock is released once the row is changed and still row-locked, so a reconciler that finds the
+    lock free before the commit waits on the row and then sees it no longer SENDING.
     """
     # `condition` and `assignments` are always constants of this module, never input; values go as parameters.
-    head, select = "", "SELECT * FROM e"
-    if lock == "take":
-        head = "l AS (SELECT pg_try_advisory_lock(%(lock)s, hashtext(%(id)s::text)) AS locked), "
-        condition = f"({condition}) AND (SELECT locked FROM l)"
-        select = "SELECT l.locked, e.* FROM l LEFT JOIN e ON true"
-    elif lock == "release":
-        # count(*) makes the UPDATE finish (row locked) before the unlock runs, whatever the join order.
-        select = """, released AS (
-                SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM (SELECT count(*) FROM e) changed
-            )
-            SELECT e.* FROM released LEFT JOIN e ON true"""
     cur.execute(
-        f"""WITH {head}e AS (
+        f"""WITH e AS (
                 UPDATE emails SET {assignments}, updated_at = now()
                 WHERE id = %(id)s AND {condition} RETURNING *
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail) SELECT id, %(event)s, %(detail)s FROM e
             ){queue_webhooks_cte(event)}
-            {select}""",
+            {RELEASE_AND_SELECT if release_lock else "SELECT * FROM e"}""",
         {**(params or {}), "id": email_id, "event": event, "detail": detail, "lock": SENDING_LOCK},
     )
     row = cur.fetchone()
-    if lock == "release" and row["id"] is None:
-        return None  # the LEFT JOIN's row when nothing changed
-    return row
+    return row if row and row["id"] is not None else None  # the LEFT JOIN's row when nothing changed
+
+
+# The end of an outcome statement whose CTE `e` holds the changed row: release the sending lock after the
+# UPDATE (count(*) makes it finish, row locked, before the unlock runs, whatever the join order) and
+# return the row, or a row of NULLs when nothing changed. A CTE with a volatile function runs exactly
+# once, and is never re-run when PostgreSQL rechecks a concurrently updated row.
+RELEASE_AND_SELECT = """, released AS (
+        SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM (SELECT count(*) FROM e) changed
+    )
+    SELECT e.* FROM released LEFT JOIN e ON true"""
+# A message that was SENT (or has moved on with delivery events) while recipients wait for a retry.
+SENT_STATUSES = ("SENT", "DELIVERED", "BOUNCED", "COMPLAINED")
+WAITING_FOR_RETRY = "(retry_pending AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED'))"
+
+
+def refuse_waiting(reason):
+    """SQL for the recipients with every one still waiting (pending or deferred) refused, `reason` (a
+    parameter's placeholder) as its response."""
+    return f"""coalesce((
+        SELECT jsonb_agg(CASE WHEN r->>'status' IN ('pending', 'deferred')
+                              THEN r || jsonb_build_object('status', 'refused', 'response', {reason}::text,
+                                                           'updated_at', now())
+                              ELSE r END ORDER BY n)
+        FROM jsonb_array_elements(recipients) WITH ORDINALITY x(r, n)), '[]')"""
+
+
+def error_without_stage(reason):
+    """SQL for the last_error of a failure outside the SMTP conversation (the queue, a worker that stopped)."""
+    return f"""jsonb_build_object('smtp_code', NULL, 'enhanced_status', NULL, 'retryable', false,
+                                  'stage', NULL, 'message', {reason}::text)"""
+
+
+class Claim(NamedTuple):
+    """The answer of claim_for_sending."""
+
+    locked: bool  # the statement took the sending lock (release it with unlock_for_sending if `row` is None)
+    row: dict | None  # the claimed row; None when the lock was busy or the message not waiting
+    due_in: float | None  # seconds until a SCHEDULED message not claimed is due (<= 0: due), else None
 
 
 def claim_for_sending(cur, email_id):
-    """Take the sending lock and move a waiting message (PENDING, or SCHEDULED and due) to SENDING, counting the
-    attempt, in one statement. Return (locked, row): row None when the lock was busy or the message not waiting.
+    """Take the sending lock and claim a message waiting to be sent, counting the attempt, in one statement.
 
-    The lock is a session lock: it lives as long as the connection, so a worker killed mid-send loses it
-    at once, which is how the reconciler tells an abandoned SENDING row from one a live worker is
-    sending. When `locked` is True and `row` None, the caller releases it with unlock_for_sending.
+    Waiting: PENDING, SCHEDULED and due (both become SENDING), or a SENT message with recipients waiting
+    for a retry (its status stays). The lock is a session lock: it lives as long as the connection, so a
+    worker killed mid-send loses it at once, which is how the reconciler tells an abandoned attempt
+    from one a live worker is making. `due_in` lets a job that RQ started early wait for the time.
     """
-    row = _transition(
-        cur, email_id, "(status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()))",
-        "status = 'SENDING', attempts = attempts + 1", "sending", lock="take",
-    )  # fmt: skip
-    locked = row.pop("locked")
-    return locked, (row if row["id"] is not None else None)
+    cur.execute(
+        f"""WITH l AS (SELECT pg_try_advisory_lock(%(lock)s, hashtext(%(id)s::text)) AS locked), e AS (
+                UPDATE emails SET attempts = attempts + 1, updated_at = now(),
+                    status = CASE WHEN status IN ('PENDING', 'SCHEDULED') THEN 'SENDING' ELSE status END
+                WHERE id = %(id)s AND (SELECT locked FROM l) AND (
+                    status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()) OR {WAITING_FOR_RETRY}
+                ) RETURNING *
+            ), ev AS (
+                INSERT INTO email_events (email_id, type) SELECT id, 'sending' FROM e
+            )
+            SELECT l.locked,
+                   (SELECT extract(epoch FROM scheduled_at - now())::float FROM emails
+                    WHERE id = %(id)s AND status = 'SCHEDULED') AS due_in,
+                   e.*
+            FROM l LEFT JOIN e ON true""",
+        {"id": email_id, "lock": SENDING_LOCK},
+    )
+    row = cur.fetchone()
+    locked, due_in = row.pop("locked"), row.pop("due_in")
+    return Claim(locked, row if row["id"] is not None else None, due_in)
 
 
 def unlock_for_sending(cur, email_id):
@@ -143,39 +185,81 @@ def release_if_held(cur, email_id):
     For the error path: an outcome statement that failed may or may not have released it already.
     """
     cur.execute(
-        """SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM pg_locks
-           WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-             AND classid = %(lock)s AND objid = hashtext(%(id)s::text)::oid AND objsubid = 2""",
+        f"SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM ({HELD_LOCK}) held",
         {"lock": SENDING_LOCK, "id": str(email_id)},
     )
 
 
-def mark_sent(cur, email_id, smtp_response):
-    """Record a successful hand-over to the SMTP server and release the sending lock."""
-    return _transition(
-        cur, email_id, "status = 'SENDING'",
-        "status = 'SENT', sent_at = now(), smtp_response = %(detail)s, error_message = NULL",
-        "sent", smtp_response, lock="release",
-    )  # fmt: skip
+def holds_sending_lock(cur, email_id):
+    """Return True when this session holds the message's sending lock (its claim still stands)."""
+    cur.execute(f"SELECT EXISTS ({HELD_LOCK}) AS held", {"lock": SENDING_LOCK, "id": str(email_id)})
+    return cur.fetchone()["held"]
 
 
-def mark_retrying(cur, email_id, error):
-    """Record a transient failure, put the message back to wait for its retry, and release the sending lock."""
-    return _transition(
-        cur, email_id, "status = 'SENDING'", "status = 'PENDING', error_message = %(detail)s",
-        "attempt_failed", error, lock="release",
-    )  # fmt: skip
+def record_attempt(cur, email_id, record, was_sending):
+    """Record an attempt's AttemptRecord (emailsvc/recipients.py) in one statement, and release the sending lock.
+
+    The recipients that changed are merged into the row's entries (a delivery event may have moved
+    another one meanwhile); the events, webhooks and suppressions are written in the same statement.
+    `was_sending`: the claim made the row SENDING; else it was a SENT message's background retry.
+    Return the row, or None when it had been taken away from this attempt.
+    """
+    cur.execute(
+        f"""WITH e AS (
+                UPDATE emails SET
+                    status = coalesce(%(status)s, status),
+                    recipients = (
+                        SELECT jsonb_agg(CASE WHEN %(changes)s::jsonb ? (n - 1)::text
+                                              THEN r || (%(changes)s::jsonb -> (n - 1)::text)
+                                                     || jsonb_build_object('updated_at', now())
+                                              ELSE r END ORDER BY n)
+                        FROM jsonb_array_elements(recipients) WITH ORDINALITY x(r, n)),
+                    retry_pending = %(retry_pending)s,
+                    last_error = %(last_error)s,
+                    error_message = %(error_message)s,
+                    smtp_response = coalesce(%(smtp_response)s, smtp_response),
+                    sent_at = CASE WHEN %(status)s = 'SENT' THEN now() ELSE sent_at END,
+                    failed_at = CASE WHEN %(status)s = 'FAILED' THEN now() ELSE failed_at END,
+                    updated_at = now()
+                WHERE id = %(id)s AND CASE WHEN %(was_sending)s THEN status = 'SENDING' ELSE {WAITING_FOR_RETRY} END
+                RETURNING *
+            ), ev AS (
+                INSERT INTO email_events (email_id, type, detail)
+                SELECT e.id, x.ev->>'type', x.ev->>'detail'
+                FROM e, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY x(ev, n) ORDER BY x.n
+            ), suppressed AS (
+                INSERT INTO suppressions (address, reason, email_id)
+                SELECT unnest(%(suppress)s::text[]), 'hard_bounce', e.id FROM e
+                ON CONFLICT (address) DO NOTHING
+            ), {QUEUE_WEBHOOK_TYPES}{RELEASE_AND_SELECT}""",
+        {
+            "id": email_id,
+            "lock": SENDING_LOCK,
+            "was_sending": was_sending,
+            "status": record.status,
+            "changes": Json(record.changes),
+            "retry_pending": record.retry_pending,
+            "last_error": Json(record.last_error) if record.last_error else None,
+            "error_message": record.error_message,
+            "smtp_response": record.smtp_response,
+            "events": Json([{"type": t, "detail": d} for t, d in record.events]),
+            "suppress": record.suppress,
+            "webhook_types": record.webhooks,
+        },
+    )
+    row = cur.fetchone()
+    return row if row["id"] is not None else None
 
 
 def mark_failed(cur, email_id, error, from_statuses=("SENDING",), release_lock=True):
-    """Record that the message will not be sent; from SENDING, release the sending lock too.
-
-    `release_lock=False` for a message this session is not sending (e.g. one the queue refused).
+    """Record that the message will not be sent (its waiting recipients refused); from SENDING, release the
+    sending lock too. `release_lock=False` for a message this session is not sending (e.g. one the queue refused).
     """
     return _transition(
         cur, email_id, "status = ANY(%(from)s)",
-        "status = 'FAILED', failed_at = now(), error_message = %(detail)s",
-        "failed", error, {"from": list(from_statuses)}, lock="release" if release_lock else None,
+        f"""status = 'FAILED', failed_at = now(), error_message = %(detail)s, retry_pending = false,
+            recipients = {refuse_waiting("%(detail)s")}, last_error = {error_without_stage("%(detail)s")}""",
+        "failed", error, {"from": list(from_statuses)}, release_lock=release_lock,
     )  # fmt: skip
 
 
@@ -196,6 +280,11 @@ def settle_abandoned(cur, max_attempts, retry_note, failed_note, limit=500):
                     status = CASE WHEN attempts < %(max)s THEN 'PENDING' ELSE 'FAILED' END,
                     failed_at = CASE WHEN attempts < %(max)s THEN failed_at ELSE now() END,
                     error_message = CASE WHEN attempts < %(max)s THEN error_message ELSE %(failed)s END,
+                    recipients = CASE WHEN attempts < %(max)s THEN recipients
+                                      ELSE {refuse_waiting("%(failed)s")} END,
+                    last_error = CASE WHEN attempts < %(max)s THEN last_error
+                                      ELSE {error_without_stage("%(failed)s")} END,
+                    retry_pending = attempts < %(max)s AND retry_pending,
                     updated_at = now()
                 WHERE id IN (SELECT id FROM abandoned) AND status = 'SENDING'
                 RETURNING *
@@ -220,16 +309,48 @@ def settle_abandoned(cur, max_attempts, retry_note, failed_note, limit=500):
     return cur.fetchall()
 
 
+def settle_abandoned_retries(cur, max_attempts, note, limit=500):
+    """Refuse for good the recipients still deferred on SENT messages whose last attempt no live sender holds.
+
+    Such a row has used its attempts, yet says a retry is pending: its worker stopped before recording
+    the outcome of the last attempt (an outcome recorded on the last attempt clears retry_pending).
+    Return the settled rows' ids; each notifies `email.recipient_failed`.
+    """
+    cur.execute(
+        f"""WITH abandoned AS (
+                SELECT id, (SELECT string_agg(r->>'address', ', ') FROM jsonb_array_elements(recipients) r
+                            WHERE r->>'status' IN ('pending', 'deferred')) AS addresses
+                FROM (
+                    SELECT id, recipients FROM emails
+                    WHERE {WAITING_FOR_RETRY} AND attempts >= %(max)s ORDER BY updated_at, id LIMIT %(limit)s
+                ) retrying
+                WHERE pg_try_advisory_xact_lock(%(lock)s, hashtext(id::text))
+            ), e AS (
+                UPDATE emails SET recipients = {refuse_waiting("%(note)s")}, retry_pending = false,
+                    last_error = {error_without_stage("%(note)s")}, updated_at = now()
+                WHERE id IN (SELECT id FROM abandoned) AND {WAITING_FOR_RETRY} AND attempts >= %(max)s
+                RETURNING *
+            ), ev AS (
+                INSERT INTO email_events (email_id, type, detail)
+                SELECT id, 'recipient_refused', a.addresses || ': ' || %(note)s FROM e JOIN abandoned a USING (id)
+            ){queue_webhooks_cte("recipient_failed")}
+            SELECT id FROM e""",
+        {"limit": limit, "lock": SENDING_LOCK, "max": max_attempts, "note": note, "event": "recipient_failed"},
+    )
+    return [row["id"] for row in cur.fetchall()]
+
+
 def list_waiting(cur, older_than, after=None, limit=500):
-    """Return a page of (id, updated_at) of rows waiting for a job: PENDING, or SCHEDULED and due.
+    """Return a page of (id, updated_at) of rows waiting for a job: PENDING, SCHEDULED and due, or SENT with
+    recipients waiting for a retry.
 
     Only rows unchanged for `older_than` seconds, so a request between its insert and its enqueue is
     never mistaken for a lost job. Keyset pages: pass the last row's (updated_at, id) as `after`.
     """
     cur.execute(
-        """SELECT id, updated_at FROM emails
-           WHERE status IN ('SCHEDULED', 'PENDING', 'SENDING')
-             AND (status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()))
+        f"""SELECT id, updated_at FROM emails
+           WHERE (status IN ('SCHEDULED', 'PENDING', 'SENDING') OR retry_pending)
+             AND (status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()) OR {WAITING_FOR_RETRY})
              AND updated_at < now() - make_interval(secs => %(older_than)s)
              AND (%(after_at)s::timestamptz IS NULL OR (updated_at, id) > (%(after_at)s, %(after_id)s::uuid))
            ORDER BY updated_at, id LIMIT %(limit)s""",

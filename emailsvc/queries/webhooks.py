@@ -2,14 +2,24 @@
 
 from ..schemas import WEBHOOK_EVENTS
 
-# A CTE for a statement whose CTE `e` holds the emails rows a change left and whose %(event)s names
-# the change: one pending delivery per enabled endpoint subscribed to "email.<event>". It runs in the
-# statement that makes the change, so no crash can lose a notification; the dispatcher sends it.
-QUEUE_WEBHOOKS = """webhooks AS (
+
+def _queue_webhooks(types):
+    """A CTE for a statement whose CTE `e` holds the emails rows a change left: one pending delivery per
+    enabled endpoint subscribed to each of the event `types` (an SQL text array). It runs in the statement
+    that makes the change, so no crash can lose a notification; the dispatcher sends it."""
+    return f"""webhooks AS (
     INSERT INTO webhook_deliveries (endpoint_id, email_id, type, snapshot)
-    SELECT w.id, e.id, 'email.' || %(event)s, to_jsonb(e) - 'body' - 'html'
-    FROM e JOIN webhook_endpoints w ON w.disabled_at IS NULL AND 'email.' || %(event)s = ANY(w.events)
+    SELECT w.id, e.id, t.type, to_jsonb(e) - 'body' - 'html'
+    FROM e CROSS JOIN unnest({types}) t(type)
+    JOIN webhook_endpoints w ON w.disabled_at IS NULL AND t.type = ANY(w.events)
 )"""
+
+
+# The change named by %(event)s notifies "email.<event>".
+QUEUE_WEBHOOKS = _queue_webhooks("ARRAY['email.' || %(event)s]")
+# The same for a change that causes several events (e.g. email.sent and email.recipient_failed):
+# their full names in the text array %(webhook_types)s.
+QUEUE_WEBHOOK_TYPES = _queue_webhooks("%(webhook_types)s::text[]")
 
 
 def queue_webhooks_cte(event):

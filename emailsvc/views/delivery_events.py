@@ -12,7 +12,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..addresses import suppression_keys
 from ..errors import NotFound
 from ..openapi import document
-from ..queries.delivery_events import apply_delivery_status, insert_delivery_event, lock_email
+from ..queries.delivery_events import (
+    apply_delivery_status,
+    apply_recipient_status,
+    insert_delivery_event,
+    lock_email,
+)
 from ..queries.suppressions import suppress
 from ..queries.webhooks import queue_webhooks
 from ..schemas import delivery_event_outcome_schema, delivery_event_schema
@@ -74,6 +79,8 @@ def record_event(event):
             # message id must not put an arbitrary address on the suppression list).
             return {"outcome": "recorded", "ignored": "not_a_recipient"}
         status = apply_delivery_status(cur, email["id"], name, at)
+        if event["recipient"]:
+            apply_recipient_status(cur, email["id"], named[0], name, at)
         if name == "deferred":
             queue_webhooks(cur, email["id"], name)
         reason = suppression_reason(event)

@@ -1,0 +1,52 @@
+"""schema.sql: applying it again upgrades a database written by an earlier version, and changes nothing else."""
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from emailsvc.db import init_db
+
+
+def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
+    url = database + "_upgrade"
+    init_db(url)
+    conn = psycopg2.connect(url, cursor_factory=psycopg2.extras.RealDictCursor)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            # The emails table as it was before per-recipient outcomes, with a sent and a pending row.
+            cur.execute("TRUNCATE emails CASCADE")
+            cur.execute("ALTER TABLE emails DROP COLUMN recipients CASCADE, DROP COLUMN last_error, "
+                        "DROP COLUMN retry_pending CASCADE")  # fmt: skip
+            cur.execute(
+                """INSERT INTO emails (id, status, from_addr, to_addrs, cc_addrs, subject, message_id, attempts)
+                   VALUES (gen_random_uuid(), 'SENT', 'a@example.com', '{"Bob <Bob@example.com>"}', '{c@example.com}',
+                           's', '<1@example.com>', 2),
+                          (gen_random_uuid(), 'PENDING', 'a@example.com', '{d@example.com}', '{}', 's',
+                           '<2@example.com>', 1)"""
+            )
+        init_db(url)
+        init_db(url)  # and again: nothing changes
+        with conn.cursor() as cur:
+            cur.execute("SELECT status, recipients, last_error, retry_pending FROM emails ORDER BY status DESC")
+            sent, pending = cur.fetchall()
+    finally:
+        conn.close()
+        _drop_database(url)
+    assert [(r["address"], r["field"], r["status"], r["attempts"]) for r in sent["recipients"]] == [
+        ("Bob@example.com", "to", "accepted", 2), ("c@example.com", "cc", "accepted", 2)
+    ]  # fmt: skip
+    assert [(r["address"], r["status"], r["attempts"]) for r in pending["recipients"]] == [
+        ("d@example.com", "pending", 0)
+    ]
+    assert (sent["last_error"], sent["retry_pending"]) == (None, False)
+
+
+def _drop_database(url):
+    params = psycopg2.extensions.parse_dsn(url)
+    name = params.pop("dbname")
+    admin = psycopg2.connect(**{**params, "dbname": "postgres"})
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
