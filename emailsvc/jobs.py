@@ -51,7 +51,7 @@ def deliver(email_id):
     """
     services = get_services()
     # One connection for the whole delivery: the sending lock lives on it from claim to outcome.
-    with services.db.cursor() as cur:
+    with services.mailers.lease() as mailer, services.db.cursor() as cur:
         locked, row = claim_for_sending(cur, email_id)
         if row is None:
             if locked:  # rare: a duplicate job for a message no longer waiting took the lock for nothing
@@ -59,7 +59,7 @@ def deliver(email_id):
             log.info("email %s is not waiting, or another job is sending it; nothing to do", email_id)
             return
         try:
-            _send_and_record(cur, services.mailer, email_id, row)
+            _send_and_record(cur, mailer, email_id, row)
         except TransientFailure:
             raise  # recorded, and the lock released, by mark_retrying or mark_failed
         except BaseException:

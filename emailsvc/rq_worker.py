@@ -6,11 +6,19 @@ The overrides below are small and keep RQ's behaviour: the intermediate queue, S
 Retry and the scheduler, warm shutdown, failed jobs in the FailedJobRegistry for rq-dashboard.
 Left as RQ does it (copying RQ's large methods would be fragile): handle_job_success's WATCH and
 read of the job's dependents, and the reads job.delete makes to find the registries to clean.
+
+ThreadWorker is a LeanWorker that runs in a thread beside others in one sending process
+(emailsvc/sending.py). These overrides rely on RQ 3.0's internals (`_stop_requested`,
+`_install_signal_handlers`, `dequeue_job_and_maintain_ttl`); requirements.txt pins rq==3.0.*, and
+tests/test_sending.py fails on another version so an upgrade re-reads them.
 """
 
 import time
 
+import redis.exceptions
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
+from rq.timeouts import TimerDeathPenalty
 from rq.utils import now
 from rq.worker import WorkerStatus
 
@@ -63,3 +71,35 @@ class LeanWorker(SimpleWorker):
         # run long; emailsvc's jobs have none, and the outcome is recorded within milliseconds,
         # while the job's StartedJobRegistry entry (job timeout + 60 s) still stands.
         job.ended_at = now()
+
+
+class ThreadWorker(LeanWorker):
+    """A LeanWorker for a thread that is not the main one: no signal handlers, a timer for the job
+    timeout, and a warm stop the main thread asks for with request_warm_stop()."""
+
+    # RQ's default job timeout raises from SIGALRM, which only ever reaches the main thread.
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self):
+        # Only the main thread may install them; it owns SIGTERM and SIGINT and stops every loop.
+        pass
+
+    def request_warm_stop(self):
+        """Finish the job in hand, if any, and take no other (called from another thread).
+
+        A loop blocked waiting for a job is woken by CLIENT UNBLOCK … ERROR on its Redis connection
+        (see sending.py), which makes the wait fail without taking a job.
+        """
+        self._shutdown_requested_date = now()
+        self.handle_warm_shutdown_request()
+        self._stop_requested = True  # RQ's loop checks it before each dequeue
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        if self._stop_requested:
+            raise StopRequested()
+        try:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        except redis.exceptions.ResponseError as exc:
+            if self._stop_requested and str(exc).startswith("UNBLOCKED"):
+                raise StopRequested() from None
+            raise

@@ -136,7 +136,7 @@ def clean_state(database, smtp):
 def app(settings):
     app = create_app(settings)
     yield app
-    app.extensions["emailsvc"].mailer.close()
+    app.extensions["emailsvc"].mailers.close()
 
 
 @pytest.fixture
