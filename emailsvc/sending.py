@@ -35,10 +35,10 @@ REPEAT_SIGNAL_WINDOW = 1.0
 
 
 class SendingProcess:
-    """SMTP_CONCURRENCY ThreadWorker loops on queue `email`; the first also runs RQ's scheduler."""
+    """SMTP_CONCURRENCY ThreadWorker loops on queue `email`; the first also runs RQ's scheduler, unless told not to."""
 
-    def __init__(self, app, services, maintenance_interval):
-        self.app, self.services = app, services
+    def __init__(self, app, services, maintenance_interval, scheduler=True):
+        self.app, self.services, self.scheduler = app, services, scheduler
         setup_loghandlers("INFO", name="rq.worker")  # once, before threads could race to add handlers
         setup_loghandlers("INFO", name="rq.job")
         self.loops = []
@@ -57,7 +57,8 @@ class SendingProcess:
     def start(self):
         """Start the loops, each in a thread of its own."""
         for index, loop in enumerate(self.loops):
-            thread = threading.Thread(target=self._work, args=(loop, index == 0), name=f"send-{index}", daemon=True)
+            with_scheduler = self.scheduler and index == 0
+            thread = threading.Thread(target=self._work, args=(loop, with_scheduler), name=f"send-{index}", daemon=True)
             thread.start()
             self.threads.append(thread)
 
