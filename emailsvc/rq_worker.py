@@ -26,6 +26,9 @@ from rq.worker import WorkerStatus
 # heartbeat would set. RQ blocks on the queue for worker_ttl - 15 s and sets the key to live
 # worker_ttl + 60 s, so the key still outlives the longest wait by 65 s.
 HEARTBEAT_SLACK = 10
+# A thread loop waiting on the queue looks for a stop request at least this often (seconds), in case
+# the warm stop cannot wake it with CLIENT UNBLOCK (a Redis that forbids the command).
+STOP_CHECK_INTERVAL = 30
 
 
 class LeanWorker(SimpleWorker):
@@ -95,11 +98,17 @@ class ThreadWorker(LeanWorker):
         self._stop_requested = True  # RQ's loop checks it before each dequeue
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
-        if self._stop_requested:
-            raise StopRequested()
-        try:
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        except redis.exceptions.ResponseError as exc:
-            if self._stop_requested and str(exc).startswith("UNBLOCKED"):
-                raise StopRequested() from None
-            raise
+        # RQ's own wait retries its BLMOVE until a job comes, however long, and never looks at a stop
+        # request; here each wait lasts at most STOP_CHECK_INTERVAL (given as the idle time after which
+        # RQ's wait returns None), and a stop request is checked before the next.
+        wait = None if timeout is None else min(timeout, STOP_CHECK_INTERVAL)
+        while not self._stop_requested:
+            try:
+                result = super().dequeue_job_and_maintain_ttl(wait, max_idle_time=wait)
+            except redis.exceptions.ResponseError as exc:
+                if self._stop_requested and str(exc).startswith("UNBLOCKED"):
+                    break
+                raise
+            if result is not None or wait is None:  # a job, or an empty queue in burst mode
+                return result
+        raise StopRequested()

@@ -8,9 +8,10 @@ claim to outcome, and borrows an SMTP connection from services.mailers: the clai
 the reconciler's guarantee are those of a single worker, for every message in flight.
 
 The main thread owns the signals. SIGTERM or SIGINT asks every loop for a warm stop: a loop with a
-job finishes it and exits; a loop waiting on the queue (a blocking BLMOVE of up to 7 minutes) is
-woken at once by CLIENT UNBLOCK. A second signal, a second or more later, is a cold stop: the
-process exits, and the reconciler settles what it left SENDING. A loop that ends by itself (Redis
+job finishes it and exits; a loop waiting on the queue (a blocking BLMOVE of up to 30 s) is woken at
+once by CLIENT UNBLOCK (where Redis forbids the command, it stops at the end of its wait). A second
+signal, a second or more later, is a cold stop: the process exits, and the reconciler settles what
+it left SENDING. A loop that ends by itself (Redis
 gone too long) stops the others, and the process exits 1 so its supervisor starts another.
 """
 
@@ -51,7 +52,9 @@ class SendingProcess:
             self.loops.append(loop)
         self.threads = []
         self.stop_requested_at = None  # monotonic time of the first stop request
+        self.signalled_at = None  # monotonic time of the first SIGTERM or SIGINT
         self.loop_ended_by_itself = False
+        self.wake_failed = False
         self.changed = threading.Event()  # a loop ended, or a stop was requested
 
     def start(self):
@@ -94,20 +97,24 @@ class SendingProcess:
     def _wake_waiting_loops(self):
         # A loop asked to stop while blocked in BLMOVE would wait out its timeout; CLIENT UNBLOCK … ERROR
         # ends the wait without moving a job. Asked again until the loops are gone: a loop may be just
-        # about to block. Without the command (a Redis that forbids it), loops stop at their next timeout.
+        # about to block. Without the command (a Redis that forbids it), a loop stops at the end of its
+        # wait, within rq_worker.STOP_CHECK_INTERVAL.
         names = {loop.name for loop, thread in zip(self.loops, self.threads, strict=True) if thread.is_alive()}
         try:
             for client in self.services.redis.client_list():
                 if client.get("name") in names and "b" in client.get("flags", ""):
                     self.services.redis.client_unblock(client["id"], error=True)
         except RedisError as exc:
-            log.warning("could not wake the waiting sending loops: %s", exc)
+            if not self.wake_failed:  # once: this is asked ten times a second until the loops are gone
+                log.warning("could not wake the waiting sending loops: %s", exc)
+            self.wake_failed = True
 
     def handle_signal(self, signum, frame):
-        if self.stop_requested_at is None:
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
             log.info("%s: finishing the messages in flight, then stopping", signal.Signals(signum).name)
             self.stop()
-        elif time.monotonic() - self.stop_requested_at > REPEAT_SIGNAL_WINDOW:
+        elif time.monotonic() - self.signalled_at > REPEAT_SIGNAL_WINDOW:
             log.warning("cold stop: leaving the messages in flight to the reconciler")
             sys.exit(1)  # the loops are daemon threads; their sending locks end with the process's connections
 
