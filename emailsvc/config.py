@@ -14,6 +14,9 @@ DEFAULTS = {
     "SMTP_PASSWORD": "",
     "SMTP_SECURITY": "none",
     "SMTP_TIMEOUT": "10",
+    "SMTP_CONCURRENCY": "16",
+    "SMTP_MAX_CONNECTIONS": "",
+    "SMTP_IDLE_TIMEOUT": "30",
     "EMAIL_DEFAULT_FROM": "no-reply@localhost",
     "EMAIL_ALLOWED_FROM_DOMAINS": "",
     "EMAIL_RETRY_INTERVALS": "10,60,300",
@@ -50,12 +53,18 @@ def load_config(environ=None):
     if raw["SMTP_SECURITY"].strip().lower() not in SMTP_SECURITY_MODES:
         # A typo must not quietly mean plaintext, with SMTP_PASSWORD sent in the clear.
         raise ValueError(f"SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_MODES)}, not {raw['SMTP_SECURITY']!r}")
+    concurrency = int(raw["SMTP_CONCURRENCY"])
+    if concurrency < 1 or (raw["SMTP_MAX_CONNECTIONS"] and int(raw["SMTP_MAX_CONNECTIONS"]) < 1):
+        raise ValueError("SMTP_CONCURRENCY and SMTP_MAX_CONNECTIONS must be at least 1")
     return {
         **raw,
         "DATABASE_READ_URL": raw["DATABASE_READ_URL"] or raw["DATABASE_URL"],
         "SMTP_PORT": int(raw["SMTP_PORT"]),
         "SMTP_SECURITY": raw["SMTP_SECURITY"].strip().lower(),
         "SMTP_TIMEOUT": float(raw["SMTP_TIMEOUT"]),
+        "SMTP_CONCURRENCY": concurrency,
+        "SMTP_MAX_CONNECTIONS": int(raw["SMTP_MAX_CONNECTIONS"]) if raw["SMTP_MAX_CONNECTIONS"] else concurrency,
+        "SMTP_IDLE_TIMEOUT": float(raw["SMTP_IDLE_TIMEOUT"]),
         "EMAIL_ALLOWED_FROM_DOMAINS": [d.lower() for d in _split(raw["EMAIL_ALLOWED_FROM_DOMAINS"])],
         "EMAIL_RETRY_INTERVALS": [int(s) for s in _split(raw["EMAIL_RETRY_INTERVALS"])],
         "WORKER_PROCESSES": int(raw["WORKER_PROCESSES"]),

@@ -80,13 +80,14 @@ def deliver(email_id):
     """
     services = get_services()
     # One connection for the whole delivery: the sending lock lives on it from claim to outcome.
-    with services.db.cursor() as cur:
+    # The SMTP connection is leased first: a send waiting for one holds no row and no database connection.
+    with services.mailers.lease() as mailer, services.db.cursor() as cur:
         row = _claim(cur, email_id)
         if row is None:
             return
         claimed_at = time.monotonic()
         try:
-            _attempt(cur, services, email_id, row, claimed_at)
+            _attempt(cur, services, mailer, email_id, row, claimed_at)
         except RetryLater:
             raise  # recorded, and the lock released, by record_attempt
         except BaseException:
@@ -116,8 +117,8 @@ def _claim(cur, email_id):
     return None
 
 
-def _attempt(cur, services, email_id, row, claimed_at):
-    outcome = services.mailer.send(row, targets(row), lambda: _still_claimed(cur, email_id, claimed_at))
+def _attempt(cur, services, mailer, email_id, row, claimed_at):
+    outcome = mailer.send(row, targets(row), lambda: _still_claimed(cur, email_id, claimed_at))
     if outcome.claim_lost:
         cur.connection.close()  # so the pool never hands the dead connection out again
         raise ClaimLost(f"email {email_id}: the sending claim was lost before DATA; nothing was sent")

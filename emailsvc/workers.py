@@ -1,8 +1,9 @@
 """`python worker.py`: WORKER_PROCESSES sending processes on queue `email`, kept alive by a supervisor.
 
-Each process runs RQ's SimpleWorker (as LeanWorker, emailsvc/rq_worker.py: fewer Redis round trips
-per job), which performs jobs in-process instead of forking per job, so it keeps its database
-connection and its SMTP connection open from one message to the next.
+Each process runs SMTP_CONCURRENCY RQ worker loops as threads (emailsvc/sending.py), each RQ's
+SimpleWorker (as ThreadWorker, emailsvc/rq_worker.py: fewer Redis round trips per job), which
+performs jobs in-process instead of forking per job; the process keeps its database and SMTP
+connections open from one message to the next.
 WEBHOOK_PROCESSES separate processes deliver outbound webhooks (queue `webhooks`): a sending process
 never waits on a webhook receiver, however slow. The supervisor, otherwise idle, runs the
 reconciler every RECONCILE_INTERVAL seconds.
@@ -13,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -20,6 +22,7 @@ from . import create_app
 from .notify import dispatch_forever
 from .reconciler import reconcile
 from .rq_worker import LeanWorker
+from .sending import SendingProcess
 from .services import get_services
 
 log = logging.getLogger("emailsvc.worker")
@@ -42,15 +45,7 @@ def run_worker():
     """Run one sending process until it is told to stop."""
     _die_with_parent()
     app = create_app()
-    with app.app_context():
-        services = get_services()
-        worker = LeanWorker(
-            [services.email_queue], connection=services.redis, maintenance_interval=MAINTENANCE_INTERVAL
-        )
-        try:
-            worker.work(with_scheduler=True, logging_level="INFO")
-        finally:
-            services.mailer.close()
+    sys.exit(SendingProcess(app, app.extensions["emailsvc"], MAINTENANCE_INTERVAL).run())
 
 
 def run_webhook_worker():

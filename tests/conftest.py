@@ -195,7 +195,7 @@ def clean_state(database, smtp):
 def app(settings):
     app = create_app(settings)
     yield app
-    app.extensions["emailsvc"].mailer.close()
+    app.extensions["emailsvc"].mailers.close()
 
 
 @pytest.fixture

@@ -15,3 +15,13 @@ def test_smtp_security_is_read_leniently_but_a_typo_refuses_to_start():
     assert load_config({"SMTP_SECURITY": " STARTTLS "})["SMTP_SECURITY"] == "starttls"
     with pytest.raises(ValueError, match="SMTP_SECURITY"):
         load_config({"SMTP_SECURITY": "tls"})  # would otherwise send SMTP_PASSWORD in the clear
+
+
+def test_smtp_max_connections_follows_the_concurrency_unless_set():
+    assert load_config({})["SMTP_CONCURRENCY"] == load_config({})["SMTP_MAX_CONNECTIONS"] == 16
+    config = load_config({"SMTP_CONCURRENCY": "8", "SMTP_MAX_CONNECTIONS": "3"})
+    assert (config["SMTP_CONCURRENCY"], config["SMTP_MAX_CONNECTIONS"]) == (8, 3)
+    assert load_config({"SMTP_CONCURRENCY": "4"})["SMTP_MAX_CONNECTIONS"] == 4
+    for bad in ({"SMTP_CONCURRENCY": "0"}, {"SMTP_MAX_CONNECTIONS": "0"}):
+        with pytest.raises(ValueError, match="at least 1"):  # no loop, or no connection: nothing would ever be sent
+            load_config(bad)

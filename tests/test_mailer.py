@@ -44,7 +44,7 @@ def test_a_timeout_after_the_message_was_sent_is_an_unknown_outcome(settings, sm
     assert log["status"] == "SENT" and log["attempts"] == 2
     [failed] = [e for e in log["events"] if e["type"] == "attempt_failed"]
     assert "TimeoutError" in failed["detail"] and "may have accepted it" in failed["detail"]
-    app.extensions["emailsvc"].mailer.close()
+    app.extensions["emailsvc"].mailers.close()
 
 
 @pytest.mark.parametrize("reused", [False, True])

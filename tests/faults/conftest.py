@@ -111,11 +111,14 @@ class FaultySmtp(SmtpRecorder):
         self.pause = 0.0
         self.gate = None  # a threading.Event to hold each DATA until it is set
         self.in_data = threading.Event()
+        self.held = 0  # messages in DATA now, waiting for the gate
 
     async def handle_DATA(self, server, session, envelope):
         self.in_data.set()
+        self.held += 1
         while self.gate is not None and not self.gate.is_set():
             await asyncio.sleep(0.01)
+        self.held -= 1
         reply = await super().handle_DATA(server, session, envelope)
         await asyncio.sleep(self.pause)
         return reply
