@@ -1,4 +1,7 @@
-"""API keys: how they are made and stored, and the guard every endpoint stands behind."""
+"""API keys: how they are made and stored, and the guard every endpoint stands behind.
+
+Every key belongs to one project and acts on that project's mail only.
+"""
 
 import functools
 import hashlib
@@ -13,7 +16,10 @@ from .queries.api_keys import find_active_api_key
 from .services import get_services
 
 KEY_PREFIX = "esk_"
-SCOPES = ("send", "read")
+SCOPES = ("send", "read")  # what a key may do with its project's mail
+# Operator-wide views (metrics, queues), none of any project's mail: granted only by the CLI, and never
+# together with SCOPES, so an operator key is refused (403) by every endpoint of mail.
+OPERATOR = "operator"
 
 
 def new_key():
@@ -52,8 +58,13 @@ def load_api_key():
         g.api_key = row
 
 
+def current_project_id():
+    """Return the project of the request's key (inside a view guarded by require_scope)."""
+    return g.api_key["project_id"]
+
+
 def require_scope(*scopes):
-    """Decorate a view so it needs a valid key holding every one of `scopes`."""
+    """Decorate a view so it needs a valid project key holding every one of `scopes` (none: any project key)."""
 
     def decorator(view):
         @functools.wraps(view)
@@ -63,6 +74,8 @@ def require_scope(*scopes):
                 raise g.key_lookup_error
             if key is None:
                 raise Unauthorized()
+            if not set(key["scopes"]) & set(SCOPES):
+                raise Forbidden("This is an operator key: it reads no project's mail.")
             missing = [scope for scope in scopes if scope not in key["scopes"]]
             if missing:
                 raise Forbidden(f"This API key lacks the '{missing[0]}' scope.")

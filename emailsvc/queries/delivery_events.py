@@ -14,7 +14,7 @@ TRANSITIONS = {
     "complained": ("COMPLAINED", ["SENT", "DELIVERED"]),
 }
 
-LOCK_COLUMNS = "id, status, to_addrs, cc_addrs, bcc_addrs"
+LOCK_COLUMNS = "id, project_id, status, to_addrs, cc_addrs, bcc_addrs"  # the project: whose suppression list
 
 
 def lock_email(cur, email_id, message_id=None):

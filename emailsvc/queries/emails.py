@@ -9,14 +9,14 @@ from psycopg2.extras import Json
 from .webhooks import queue_webhooks_cte
 
 INSERT_COLUMNS = (
-    "id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
+    "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at",
 )  # fmt: skip
-# The recipients on the suppression list, as the sorted array `s.suppressed` (empty when none):
-# the CTE that opens every insert, so the check and the insert cost one round trip together.
+# The recipients on the project's suppression list, as the sorted array `s.suppressed` (empty when
+# none): the CTE that opens every insert, so the check and the insert cost one round trip together.
 SUPPRESSED_CTE = """s AS (
         SELECT coalesce(array_agg(address ORDER BY address), '{}') AS suppressed
-        FROM suppressions WHERE address = ANY(%(suppression_keys)s)
+        FROM suppressions WHERE project_id = %(project_id)s AND address = ANY(%(suppression_keys)s)
     )"""
 NONE_SUPPRESSED = "(SELECT cardinality(suppressed) = 0 FROM s)"
 # The insert as a CTE `e` (with its first event) that another statement can guard: it inserts only
@@ -66,9 +66,9 @@ def insert_email(cur, email, suppression_keys):
     return inserted_or_suppressed(cur)
 
 
-def get_email(cur, email_id):
-    """Return one log row, or None."""
-    cur.execute("SELECT * FROM emails WHERE id = %s", (email_id,))
+def get_email(cur, project_id, email_id):
+    """Return one log row of the project, or None (also when it belongs to another project)."""
+    cur.execute("SELECT * FROM emails WHERE id = %s AND project_id = %s", (email_id, project_id))
     return cur.fetchone()
 
 

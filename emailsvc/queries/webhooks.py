@@ -3,12 +3,14 @@
 from ..schemas import WEBHOOK_EVENTS
 
 # A CTE for a statement whose CTE `e` holds the emails rows a change left and whose %(event)s names
-# the change: one pending delivery per enabled endpoint subscribed to "email.<event>". It runs in the
-# statement that makes the change, so no crash can lose a notification; the dispatcher sends it.
+# the change: one pending delivery per enabled endpoint of the message's project subscribed to
+# "email.<event>". It runs in the statement that makes the change, so no crash can lose a
+# notification; the dispatcher sends it.
 QUEUE_WEBHOOKS = """webhooks AS (
     INSERT INTO webhook_deliveries (endpoint_id, email_id, type, snapshot)
     SELECT w.id, e.id, 'email.' || %(event)s, to_jsonb(e) - 'body' - 'html'
-    FROM e JOIN webhook_endpoints w ON w.disabled_at IS NULL AND 'email.' || %(event)s = ANY(w.events)
+    FROM e JOIN webhook_endpoints w ON w.project_id = e.project_id
+                                   AND w.disabled_at IS NULL AND 'email.' || %(event)s = ANY(w.events)
 )"""
 
 
@@ -20,30 +22,35 @@ def queue_webhooks_cte(event):
 ENDPOINT_COLUMNS = "id, url, events, created_at, failing_since, disabled_at"
 
 
-def insert_endpoint(cur, url, events, secret):
-    """Register an endpoint and return it, secret included."""
+def insert_endpoint(cur, project_id, url, events, secret):
+    """Register an endpoint of the project and return it, secret included."""
     cur.execute(
-        f"INSERT INTO webhook_endpoints (url, events, secret) VALUES (%s, %s, %s) RETURNING {ENDPOINT_COLUMNS}, secret",
-        (url, events, secret),
+        f"""INSERT INTO webhook_endpoints (project_id, url, events, secret) VALUES (%s, %s, %s, %s)
+            RETURNING {ENDPOINT_COLUMNS}, secret""",
+        (project_id, url, events, secret),
     )
     return cur.fetchone()
 
 
-def list_endpoints(cur):
-    """Return every endpoint, oldest first, without secrets."""
-    cur.execute(f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id")
+def list_endpoints(cur, project_id):
+    """Return the project's endpoints, oldest first, without secrets."""
+    cur.execute(
+        f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE project_id = %s ORDER BY created_at, id", (project_id,)
+    )
     return cur.fetchall()
 
 
-def endpoint_exists(cur, endpoint_id):
-    """Return True when the endpoint exists."""
-    cur.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s", (endpoint_id,))
+def endpoint_exists(cur, project_id, endpoint_id):
+    """Return True when the endpoint exists in the project."""
+    cur.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s AND project_id = %s", (endpoint_id, project_id))
     return cur.fetchone() is not None
 
 
-def delete_endpoint(cur, endpoint_id):
-    """Delete an endpoint with its deliveries; return False when there is none."""
-    cur.execute("DELETE FROM webhook_endpoints WHERE id = %s RETURNING id", (endpoint_id,))
+def delete_endpoint(cur, project_id, endpoint_id):
+    """Delete an endpoint of the project with its deliveries; return False when the project has none with this id."""
+    cur.execute(
+        "DELETE FROM webhook_endpoints WHERE id = %s AND project_id = %s RETURNING id", (endpoint_id, project_id)
+    )
     return cur.fetchone() is not None
 
 

@@ -38,7 +38,10 @@ def receive():
 
 
 def record_event(event):
-    """Record one event in one transaction; return applied, recorded, duplicate or unknown_message."""
+    """Record one event in one transaction; return applied, recorded, duplicate or unknown_message.
+
+    No key names a project here: the message does, for its suppressions and its webhooks alike.
+    """
     with get_services().db.transaction() as cur:
         reference = message_reference(event)
         email = lock_email(cur, **reference) if reference else None
@@ -52,7 +55,7 @@ def record_event(event):
             queue_webhooks(cur, email["id"], name)
         reason = suppression_reason(event)
         if reason:
-            suppress(cur, recipients(event, email), reason, email["id"])
+            suppress(cur, email["project_id"], recipients(event, email), reason, email["id"])
     return "applied" if status else "recorded"
 
 
