@@ -91,7 +91,8 @@ class Bench:
 
         key = new_key()
         with self.app.app_context(), get_services().db.cursor() as cur:
-            insert_api_key(cur, ensure_project(cur, "default")["id"], "bench", hash_key(key), key[:12], ["send", "read"])
+            project_id = ensure_project(cur, "default")["id"]
+            insert_api_key(cur, project_id, "bench", hash_key(key), key[:12], ["send", "read"])
         return key
 
     def queue_messages(self, count):

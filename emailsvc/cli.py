@@ -59,7 +59,8 @@ def list_all_projects():
     with get_services().db.cursor() as cur:
         rows = list_projects(cur)
     for row in rows:
-        click.echo(f"{row['id']}\t{row['name']}\t{row['active_keys']} active keys\tcreated {row['created_at']:%Y-%m-%d}")
+        created = f"created {row['created_at']:%Y-%m-%d}"
+        click.echo(f"{row['id']}\t{row['name']}\t{row['active_keys']} active keys\t{created}")
 
 
 @projects.command("rename")
@@ -80,7 +81,7 @@ def rename(old, new):
 @api_keys.command("create")
 @click.argument("name")
 @click.option("--project", default=DEFAULT_PROJECT, show_default=True,
-              help=f"The project the key acts for; {DEFAULT_PROJECT!r} is created if missing, any other must exist.")  # fmt: skip
+              help="The key's project; `default` is created if missing, any other must exist.")  # fmt: skip
 @click.option("--scopes", default=",".join(SCOPES), callback=parse_scopes, show_default=True)
 def create_key(name, project, scopes):
     """Create a key in a project and print it; only its hash is kept."""

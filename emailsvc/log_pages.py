@@ -72,7 +72,8 @@ def read_cursor_page(services, project_id, args):
     limit = args["limit"]
     day, start, end = today_window(args["tz"])
     rows, counts, _ = run_concurrently(
-        (services.read_db, select_newest_first, project_id, filters, args["cursor"], limit + 1),  # one more: a next page?
+        # One more than the page: whether another page follows.
+        (services.read_db, select_newest_first, project_id, filters, args["cursor"], limit + 1),
         (services.read_db, count_day, project_id, start, end),
         (services.db, fill_log_counts, project_id),
     )

@@ -71,7 +71,8 @@ def fill_before_projects():
         """INSERT INTO email_log_counts (bucket_start, created, sent, failed) VALUES (%s, 5, 4, 1);
            INSERT INTO suppressions (address, reason, email_id) VALUES ('user4@example.com', 'hard_bounce', %s),
                                                                       ('carol@example.com', 'manual', NULL);
-           INSERT INTO webhook_endpoints (url, events, secret) VALUES ('https://hooks.example.com/a', '{email.sent}', 's');
+           INSERT INTO webhook_endpoints (url, events, secret)
+               VALUES ('https://hooks.example.com/a', '{email.sent}', 's');
            INSERT INTO webhook_deliveries (endpoint_id, email_id, type, snapshot, state)
                SELECT id, %s, 'email.sent', '{}', 'succeeded' FROM webhook_endpoints;
            INSERT INTO idempotency_keys (api_key_id, key, request_hash, email_id) VALUES (1, 'order-42', %s, %s)""",

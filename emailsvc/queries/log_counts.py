@@ -133,9 +133,11 @@ def count_day(cur, project_id, start, end):
 
 
 def locate_offset(cur, project_id, offset):
-    """Return (since, skip): row `offset` of the project's log, oldest first, is row `skip` of those created since `since`."""
+    """Return (since, skip): row `offset` of the project's log, oldest first, is row `skip` of those created since
+    `since`."""
     cur.execute(
-        """WITH hit AS (SELECT bucket_start FROM email_log_counts WHERE project_id = %(project)s AND created > %(offset)s
+        """WITH hit AS (SELECT bucket_start FROM email_log_counts
+                        WHERE project_id = %(project)s AND created > %(offset)s
                         ORDER BY created, bucket_start LIMIT 1),
                 last AS (SELECT bucket_start, created FROM email_log_counts WHERE project_id = %(project)s
                          ORDER BY bucket_start DESC LIMIT 1)

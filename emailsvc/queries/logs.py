@@ -38,7 +38,8 @@ def select_oldest_first(cur, project_id, filters, offset, limit, since=None):
 
 
 def select_newest_first(cur, project_id, filters, before, limit):
-    """Return up to `limit` of the project's rows, newest first, from just past the position (created_at, id) `before` in that order."""
+    """Return up to `limit` of the project's rows, newest first, from just past the position (created_at, id)
+    `before` in that order."""
     before_at, before_id = before or (None, None)
     cur.execute(
         f"""SELECT * FROM emails WHERE {_where(filters, before and BEFORE_POSITION)}
@@ -59,5 +60,7 @@ def count_matching_up_to(cur, project_id, filters, cap):
 
 def estimate_matching(cur, project_id, filters):
     """Return the planner's estimate of how many of the project's rows match: instant at any size, roughly right."""
-    cur.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM emails WHERE {_where(filters)}", {**filters, "project_id": project_id})
+    cur.execute(
+        f"EXPLAIN (FORMAT JSON) SELECT 1 FROM emails WHERE {_where(filters)}", {**filters, "project_id": project_id}
+    )
     return int(cur.fetchone()["QUERY PLAN"][0]["Plan"]["Plan Rows"])

@@ -12,7 +12,9 @@ def insert_project(cur, name):
 def ensure_project(cur, name):
     """Return the project with this name, creating it if missing."""
     cur.execute(
-        f"""WITH made AS (INSERT INTO projects (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS})
+        f"""WITH made AS (
+                INSERT INTO projects (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}
+            )
             SELECT {COLUMNS} FROM made UNION ALL SELECT {COLUMNS} FROM projects WHERE name = %(name)s""",
         {"name": name},
     )

@@ -32,7 +32,8 @@ def delete_suppression(cur, project_id, address):
 
 
 def list_suppressions(cur, project_id, limit, before=None):
-    """Return up to `limit` entries of the project, newest first, added before the cursor `before` (created_at, address)."""
+    """Return up to `limit` entries of the project, newest first, added before the cursor `before`
+    (created_at, address)."""
     cur.execute(
         f"""SELECT {COLUMNS} FROM suppressions
             WHERE project_id = %(project)s

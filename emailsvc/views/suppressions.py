@@ -1,4 +1,5 @@
-"""GET, POST /suppressions and DELETE /suppressions/<address>: the key's project's list, which its sends are checked against."""
+"""GET, POST /suppressions and DELETE /suppressions/<address>: the list of the key's project, which its sends are
+checked against."""
 
 from flask import Blueprint
 
