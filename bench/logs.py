@@ -184,6 +184,7 @@ def cases(url, project, rows, zone):
         ("filtered status=FAILED, cursor", "/email/logs?limit=10&status=FAILED", "ratio"),
         ("filtered status=FAILED, offset page 1", "/email/logs?page=1&limit=10&status=FAILED", "ratio"),
         ("filtered to=audit@example.com, cursor", "/email/logs?limit=10&to=audit@example.com", "ratio"),
+        ("filtered to=audit@example.com, offset page 1", "/email/logs?page=1&limit=10&to=audit@example.com", "ratio"),
         (f"today's counts (tz={zone})", f"/email/logs?limit=1&tz={quote(zone)}", "ratio"),
     ]
 

@@ -5,10 +5,12 @@ the log leads with project_id (schema.sql).
 """
 
 # One constant fragment per filter; only the values travel, as parameters. The address filters compare
-# bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in to, cc or bcc.
+# bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in to, cc or bcc
+# (spelled "<project_id>:<address>", as its index holds them: see schema.sql).
 FILTERS = {
     "status": "status = %(status)s",
-    "to": "email_recipients(to_addrs, cc_addrs, bcc_addrs) @> ARRAY[email_addr_spec(%(to)s)]",
+    "to": "email_project_recipients(project_id, to_addrs, cc_addrs, bcc_addrs)"
+    " @> ARRAY[%(project_id)s || ':' || email_addr_spec(%(to)s)]",
     "from_addr": "email_addr_spec(from_addr) = email_addr_spec(%(from_addr)s)",
     "created_after": "created_at >= %(created_after)s",
     "created_before": "created_at < %(created_before)s",
