@@ -48,6 +48,6 @@ bench-relay: install  ## the ceiling of bench/relay.py (the latency relay of the
 	bin/bench-deps
 	$(PY) bench/relay_ceiling.py $(BENCH_ARGS)
 
-bench-logs: install  ## GET /email/logs p50/p95 at 10k and ROWS rows (default 1000000) side by side; own databases
+bench-logs: install  ## GET /email/logs p50/p95: a 10k project alone, one beside a ROWS project (default 1000000), that one; own databases
 	@$(SERVICES); $(PY) bench/logs.py --rows "$${ROWS:-1000000}" --pg "$$EMAILSVC_PG" \
 	  --redis "$${BENCH_REDIS_URL:-$$EMAILSVC_REDIS/14}" $(BENCH_ARGS)

@@ -1,7 +1,50 @@
 -- emailsvc schema. Idempotent: applied by `flask --app wsgi init-db`, `make run` and `make test`.
 
+-- Projects: one application's keys, mail, suppressions and webhooks (docs/api.md, "Projects").
+CREATE TABLE IF NOT EXISTS projects (
+    id         bigserial   PRIMARY KEY,
+    name       text        NOT NULL UNIQUE,  -- what the CLI and GET /project call it
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Upgrading a database made before projects: a table without project_id gets one, and every row
+-- already in it goes to the project named `default` (created here if missing). The column is added
+-- with a constant default, which PostgreSQL stores once in the catalog instead of rewriting the
+-- table, so this is instant at any size; the default is dropped at once, so that from then on every
+-- insert must name its project. A no-op on a table that has the column.
+CREATE OR REPLACE PROCEDURE add_project_id(tab regclass, referenced boolean) LANGUAGE plpgsql AS $$
+DECLARE
+    fallback bigint;
+BEGIN
+    IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = tab AND attname = 'project_id' AND NOT attisdropped) THEN
+        RETURN;
+    END IF;
+    INSERT INTO projects (name) VALUES ('default') ON CONFLICT (name) DO NOTHING;
+    SELECT id INTO fallback FROM projects WHERE name = 'default';
+    EXECUTE format('ALTER TABLE %s ADD COLUMN project_id bigint NOT NULL DEFAULT %s', tab, fallback);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN project_id DROP DEFAULT', tab);
+    IF referenced THEN
+        EXECUTE format('ALTER TABLE %s ADD FOREIGN KEY (project_id) REFERENCES projects (id)', tab);
+    END IF;
+END $$;
+
+-- Upgrading: a primary key made before projects gains project_id in front (`columns`: the rest of it).
+CREATE OR REPLACE PROCEDURE lead_primary_key_with_project(tab regclass, columns text) LANGUAGE plpgsql AS $$
+DECLARE
+    pkey name;
+BEGIN
+    SELECT c.conname INTO pkey FROM pg_constraint c
+    WHERE c.conrelid = tab AND c.contype = 'p'
+      AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = tab AND a.attname = 'project_id'
+                                                   AND a.attnum = ANY(c.conkey));
+    IF pkey IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I, ADD PRIMARY KEY (project_id, %s)', tab, pkey, columns);
+    END IF;
+END $$;
+
 CREATE TABLE IF NOT EXISTS api_keys (
     id          bigserial PRIMARY KEY,
+    project_id  bigint      NOT NULL REFERENCES projects (id),  -- every key belongs to exactly one project
     name        text        NOT NULL,
     key_hash    bytea       NOT NULL UNIQUE,  -- SHA-256 of the key; serves the lookup on every request
     key_prefix  text        NOT NULL,         -- first characters, so an operator can tell keys apart
@@ -9,9 +52,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at  timestamptz NOT NULL DEFAULT now(),
     revoked_at  timestamptz
 );
+CALL add_project_id('api_keys', true);
+-- Written by the key's look-up at most once a minute (queries/api_keys.py); shown by GET /project.
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS last_used_at timestamptz;
 
 CREATE TABLE IF NOT EXISTS emails (
     id            uuid        PRIMARY KEY,
+    -- No foreign key: projects are never deleted, the key that made the row is checked already, and
+    -- every accepted send would take a lock on one `projects` row that all its sends share.
+    project_id    bigint      NOT NULL,
     api_key_id    bigint      REFERENCES api_keys (id),
     status        text        NOT NULL,
     from_addr     text        NOT NULL,
@@ -35,6 +84,7 @@ CREATE TABLE IF NOT EXISTS emails (
     delivered_at  timestamptz,
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
+CALL add_project_id('emails', false);
 
 CREATE TABLE IF NOT EXISTS email_events (
     id         bigserial   PRIMARY KEY,
@@ -100,17 +150,25 @@ ALTER TABLE email_events ADD COLUMN IF NOT EXISTS dedupe_key bytea;
 CREATE UNIQUE INDEX IF NOT EXISTS email_events_dedupe_idx
     ON email_events (email_id, dedupe_key) WHERE dedupe_key IS NOT NULL;
 
+-- Per project: a bounce in one application does not stop another's mail (docs/api.md, "Projects").
 CREATE TABLE IF NOT EXISTS suppressions (
-    address    text        PRIMARY KEY,  -- lower-cased addr-spec; serves the check on every send
+    project_id bigint      NOT NULL REFERENCES projects (id),
+    address    text        NOT NULL,  -- lower-cased addr-spec
     reason     text        NOT NULL,
-    email_id   uuid,                     -- the message whose bounce or complaint added it, if any
-    created_at timestamptz NOT NULL DEFAULT now()
+    email_id   uuid,                  -- the message whose bounce or complaint added it, if any
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, address)  -- serves the check on every send
 );
--- GET /suppressions: newest first, by cursor.
-CREATE INDEX IF NOT EXISTS suppressions_created_at_idx ON suppressions (created_at DESC, address DESC);
+CALL add_project_id('suppressions', true);
+CALL lead_primary_key_with_project('suppressions', 'address');
+-- GET /suppressions: a project's list, newest first, by cursor.
+DROP INDEX IF EXISTS suppressions_created_at_idx;  -- the same without the project, before projects
+CREATE INDEX IF NOT EXISTS suppressions_project_created_at_idx
+    ON suppressions (project_id, created_at DESC, address DESC);
 
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
     id            uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    project_id    bigint      NOT NULL REFERENCES projects (id),  -- receives this project's events only
     url           text        NOT NULL,
     events        text[]      NOT NULL,
     secret        text        NOT NULL,  -- needed in clear to sign; never returned after creation
@@ -118,6 +176,9 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
     failing_since timestamptz,           -- first failure since the last success
     disabled_at   timestamptz
 );
+CALL add_project_id('webhook_endpoints', true);
+-- GET /webhooks, and every status change: the project's endpoints.
+CREATE INDEX IF NOT EXISTS webhook_endpoints_project_idx ON webhook_endpoints (project_id, created_at, id);
 
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),  -- the webhook-id, kept on redelivery
@@ -153,37 +214,57 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_delivery_idx ON webhook_attempts (de
 CREATE OR REPLACE FUNCTION email_addr_spec(address text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN lower(coalesce(substring(address FROM '<([^<>]*)>$'), address));
--- Every recipient of a message (to, cc and bcc) as bare, lower-cased addresses: the `to` filter.
+-- Every recipient of a message (to, cc and bcc) as bare, lower-cased addresses.
 CREATE OR REPLACE FUNCTION email_recipients(to_addrs text[], cc_addrs text[], bcc_addrs text[]) RETURNS text[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN ARRAY(SELECT email_addr_spec(a) FROM unnest(to_addrs || cc_addrs || bcc_addrs) AS a);
+-- The same, each as "<project_id>:<address>": the `to` filter. A GIN index cannot lead with project_id
+-- (without the btree_gin extension), so the project goes into every entry instead, and a project's
+-- search reads only its own matches, however much mail other projects send to the same address.
+CREATE OR REPLACE FUNCTION email_project_recipients(project_id bigint, to_addrs text[], cc_addrs text[],
+                                                    bcc_addrs text[]) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ARRAY(SELECT project_id || ':' || a FROM unnest(email_recipients(to_addrs, cc_addrs, bcc_addrs)) AS a);
 
+-- Every log query reads one project's rows, so every index of the log leads with project_id: a
+-- small project's pages and counts cost the same beside a big one as alone (docs/performance.md).
+-- The indexes of before projects, the same without it, go.
+DROP INDEX IF EXISTS emails_created_at_id_idx, emails_status_created_at_id_idx, emails_from_created_at_id_idx,
+    emails_recipients_idx, emails_sent_at_idx, emails_failed_at_idx;
 -- Both pagination modes (oldest first by offset, newest first by cursor), created_after/before,
 -- today's `created` count, and the index-only skip of a deep offset page.
-CREATE INDEX IF NOT EXISTS emails_created_at_id_idx ON emails (created_at, id);
+CREATE INDEX IF NOT EXISTS emails_project_created_at_id_idx ON emails (project_id, created_at, id);
 -- The `status` filter in either order, without sorting.
-CREATE INDEX IF NOT EXISTS emails_status_created_at_id_idx ON emails (status, created_at, id);
+CREATE INDEX IF NOT EXISTS emails_project_status_created_at_id_idx ON emails (project_id, status, created_at, id);
 -- The `from` filter in either order, without sorting.
-CREATE INDEX IF NOT EXISTS emails_from_created_at_id_idx ON emails (email_addr_spec(from_addr), created_at, id);
--- The `to` filter: messages having a given address among their recipients.
-CREATE INDEX IF NOT EXISTS emails_recipients_idx ON emails USING gin (email_recipients(to_addrs, cc_addrs, bcc_addrs));
+CREATE INDEX IF NOT EXISTS emails_project_from_created_at_id_idx
+    ON emails (project_id, email_addr_spec(from_addr), created_at, id);
+-- The `to` filter: the project's messages having a given address among their recipients.
+CREATE INDEX IF NOT EXISTS emails_project_recipients_idx
+    ON emails USING gin (email_project_recipients(project_id, to_addrs, cc_addrs, bcc_addrs));
 -- Today's `sent` count; unsent rows stay out of the index.
-CREATE INDEX IF NOT EXISTS emails_sent_at_idx ON emails (sent_at) WHERE sent_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS emails_project_sent_at_idx ON emails (project_id, sent_at) WHERE sent_at IS NOT NULL;
 -- Today's `failed` count; rows that did not fail stay out of the index.
-CREATE INDEX IF NOT EXISTS emails_failed_at_idx ON emails (failed_at) WHERE failed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS emails_project_failed_at_idx ON emails (project_id, failed_at) WHERE failed_at IS NOT NULL;
 
 -- Running totals of created, sent and failed mail at the end of each closed 15-minute bucket, so the
 -- log's total, a deep offset page and today's counts cost the same at any table size (docs/performance.md).
 -- Filled by readers once a bucket is settled (ended 10 minutes ago); created_at, sent_at and failed_at
 -- are set to the time of writing, so a settled bucket never changes unless rows are deleted.
+-- One series per project. Upgrading keeps the totals: every row they counted moved to `default`.
 CREATE TABLE IF NOT EXISTS email_log_counts (
-    bucket_start timestamptz PRIMARY KEY,  -- the bucket [bucket_start, bucket_start + 15 minutes)
-    created      bigint      NOT NULL,     -- rows created before the bucket's end
-    sent         bigint      NOT NULL,     -- rows sent before the bucket's end
-    failed       bigint      NOT NULL      -- rows failed before the bucket's end
+    project_id   bigint      NOT NULL,
+    bucket_start timestamptz NOT NULL,  -- the bucket [bucket_start, bucket_start + 15 minutes)
+    created      bigint      NOT NULL,  -- the project's rows created before the bucket's end
+    sent         bigint      NOT NULL,  -- the project's rows sent before the bucket's end
+    failed       bigint      NOT NULL,  -- the project's rows failed before the bucket's end
+    PRIMARY KEY (project_id, bucket_start)
 );
--- A deep offset page: the first bucket whose running count passes the offset.
-CREATE INDEX IF NOT EXISTS email_log_counts_created_idx ON email_log_counts (created, bucket_start);
+CALL add_project_id('email_log_counts', false);
+CALL lead_primary_key_with_project('email_log_counts', 'bucket_start');
+-- A deep offset page: the project's first bucket whose running count passes the offset.
+DROP INDEX IF EXISTS email_log_counts_created_idx;  -- the same without the project, before projects
+CREATE INDEX IF NOT EXISTS email_log_counts_project_created_idx ON email_log_counts (project_id, created, bucket_start);
 
 -- Deleting log rows invalidates every running total after them; the next reader refills from scratch.
 -- The lock makes a refill that is under way finish first, and one that starts later see the deletion.
@@ -205,6 +286,7 @@ CREATE INDEX IF NOT EXISTS emails_waiting_idx ON emails (updated_at, id)
 -- Idempotency-Key: one message per (API key, client key) for 24 h; the primary key is what makes
 -- concurrent identical requests create one message, not a read-then-write.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
+    project_id   bigint      NOT NULL,  -- the key's project (no foreign key: see emails)
     api_key_id   bigint      NOT NULL REFERENCES api_keys (id),
     key          text        NOT NULL,
     request_hash bytea       NOT NULL,  -- SHA-256 of the canonical JSON body
@@ -212,6 +294,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (api_key_id, key)
 );
+CALL add_project_id('idempotency_keys', false);
 -- The reconciler's purge of keys older than 24 h.
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
 -- Releasing the key of a message whose enqueue failed.

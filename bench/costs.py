@@ -44,6 +44,7 @@ def main():
     from emailsvc.auth import hash_key, new_key
     from emailsvc.db import init_db
     from emailsvc.queries.api_keys import insert_api_key
+    from emailsvc.queries.projects import ensure_project
     from emailsvc.rq_worker import LeanWorker
     from emailsvc.services import get_services
 
@@ -58,7 +59,7 @@ def main():
         key = new_key()
         with services.db.cursor() as cur:
             cur.execute("TRUNCATE emails, email_events CASCADE")
-            insert_api_key(cur, "costs", hash_key(key), key[:12], ["send"])
+            insert_api_key(cur, ensure_project(cur, "default")["id"], "costs", hash_key(key), key[:12], ["send"])
     psycopg2.extras.RealDictCursor.execute = counting("postgresql", psycopg2.extras.RealDictCursor.execute)
     redis.connection.AbstractConnection.send_packed_command = counting(
         "redis", redis.connection.AbstractConnection.send_packed_command

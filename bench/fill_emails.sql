@@ -1,9 +1,10 @@
--- Fill `emails` with ROWS synthetic messages spread evenly over the 90 days before now() (run by
--- bench/logs.py through psycopg2). Statuses follow a plausible mix for a transactional sender;
--- PENDING, SENDING and SCHEDULED appear only in the last hour, where mail can still be in flight.
-INSERT INTO emails (id, status, from_addr, to_addrs, cc_addrs, subject, body, metadata, message_id,
+-- Fill `emails` with ROWS synthetic messages of the project PROJECT_ID spread evenly over the 90 days
+-- before now() (run by bench/logs.py through psycopg2, once per project). Statuses follow a plausible
+-- mix for a transactional sender; PENDING, SENDING and SCHEDULED appear only in the last hour, where
+-- mail can still be in flight.
+INSERT INTO emails (id, project_id, status, from_addr, to_addrs, cc_addrs, subject, body, metadata, message_id,
                     attempts, error_message, created_at, sent_at, failed_at, delivered_at, updated_at)
-SELECT id, status, from_addr, to_addrs, cc_addrs, subject, body, metadata, '<' || id || '@example.com>',
+SELECT id, %(project_id)s, status, from_addr, to_addrs, cc_addrs, subject, body, metadata, '<' || id || '@example.com>',
        attempts, error_message, created_at,
        CASE WHEN status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED') THEN created_at + interval '2 seconds' END,
        CASE WHEN status = 'FAILED' THEN created_at + interval '6 minutes' END,

@@ -107,10 +107,12 @@ class Bench:
     def make_key(self):
         from emailsvc.auth import hash_key, new_key
         from emailsvc.queries.api_keys import insert_api_key
+        from emailsvc.queries.projects import ensure_project
 
         key = new_key()
         with self.app.app_context(), get_services().db.cursor() as cur:
-            insert_api_key(cur, "bench", hash_key(key), key[:12], ["send", "read"])
+            project_id = ensure_project(cur, "default")["id"]
+            insert_api_key(cur, project_id, "bench", hash_key(key), key[:12], ["send", "read"])
         return key
 
     def queue_messages(self, count):

@@ -1,4 +1,7 @@
-"""API keys: how they are made and stored, and the guard every endpoint stands behind."""
+"""API keys: how they are made and stored, and the guard every endpoint stands behind.
+
+Every key belongs to one project and acts on that project's mail only.
+"""
 
 import functools
 import hashlib
@@ -19,7 +22,10 @@ KEY_PREFIX = "esk_"
 # What new_key makes: the prefix and 32 bytes in unpadded URL-safe base64. Anything else is no key of
 # ours and is refused without a look-up.
 KEY_SHAPE = re.compile(r"esk_[A-Za-z0-9_-]{43}")
-SCOPES = ("send", "read")
+SCOPES = ("send", "read")  # what a key may do with its project's mail
+# Operator-wide views (metrics, queues), none of any project's mail: granted only by the CLI, and never
+# together with SCOPES, so an operator key is refused (403) by every endpoint of mail.
+OPERATOR = "operator"
 
 
 def new_key():
@@ -81,8 +87,13 @@ def too_many_unknown_keys(limit, wait):
     return RateLimited(message, headers=headers)
 
 
+def current_project_id():
+    """Return the project of the request's key (inside a view guarded by require_scope)."""
+    return g.api_key["project_id"]
+
+
 def require_scope(*scopes):
-    """Decorate a view so it needs a valid key holding every one of `scopes`."""
+    """Decorate a view so it needs a valid project key holding every one of `scopes` (none: any project key)."""
 
     def decorator(view):
         @functools.wraps(view)
@@ -92,6 +103,8 @@ def require_scope(*scopes):
                 raise g.key_lookup_error
             if key is None:
                 raise Unauthorized()
+            if not set(key["scopes"]) & set(SCOPES):
+                raise Forbidden("This is an operator key: it reads no project's mail.")
             missing = [scope for scope in scopes if scope not in key["scopes"]]
             if missing:
                 raise Forbidden(f"This API key lacks the '{missing[0]}' scope.")

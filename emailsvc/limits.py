@@ -1,4 +1,5 @@
-"""Rate limits (flask-limiter, counted in Redis): RATELIMIT_DEFAULT over every route, extra route limits."""
+"""Rate limits (flask-limiter, counted in Redis): RATELIMIT_DEFAULT over every route, extra route limits,
+and RATELIMIT_PROJECT across all of a project's keys; every window a request counts, in one round trip."""
 
 import functools
 import logging
@@ -20,31 +21,52 @@ ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND", "delivery_events.receive": "RAT
 # The relay's delivery events carry no API key and all come from its few addresses, in bursts after
 # an outage: only their own (generous) per-address limit counts them, not RATELIMIT_DEFAULT.
 OWN_LIMIT_ONLY = {"delivery_events.receive"}
+PROJECT_SCOPE = "project"
 
-# A fixed window: the first hit starts it; the TTL comes back with the count, in the same round trip.
+# Fixed windows (KEYS, with ARGV holding each one's expiry and amount in turn): the first hit starts a
+# window; each count comes back with its TTL, all in the same round trip.
 INCR_WITH_TTL = """
-local current = redis.call("incrby", KEYS[1], ARGV[2])
-if current == tonumber(ARGV[2]) then
-    redis.call("expire", KEYS[1], ARGV[1])
+local answers = {}
+for i, key in ipairs(KEYS) do
+    local amount = tonumber(ARGV[2 * i])
+    local current = redis.call("incrby", key, amount)
+    if current == amount then
+        redis.call("expire", key, ARGV[2 * i - 1])
+    end
+    answers[i] = {current, redis.call("ttl", key)}
 end
-return {current, redis.call("ttl", KEYS[1])}
+return answers
 """
 
 
 class WindowRedisStorage(RedisStorage):
     """Redis storage whose increment also returns the window's end, so the X-RateLimit headers cost
-    no second round trip: a request costs one EVALSHA per limit that applies to it."""
+    no second round trip; and whose first increment in a request counts every window the request
+    will count (`planned_windows`), so the per-key, per-route and per-project limits together cost
+    one EVALSHA. flask-limiter then asks for each of the others in turn, and gets the count already made."""
 
     STORAGE_SCHEME = ["emailsvc+redis"]
+    planned_windows = staticmethod(lambda: [])  # set by init_limiter: [(key, expiry, amount)] of this request
 
     def initialize_storage(self, uri):
         super().initialize_storage(uri)
         self.lua_incr_with_ttl = self.get_connection().register_script(INCR_WITH_TTL)
 
     def incr(self, key, expiry, amount=1):
-        count, ttl = self.lua_incr_with_ttl([self.prefixed_key(key)], [expiry, amount])
-        _seen_windows()[key] = (count, time.time() + max(ttl, 0))
-        return count
+        seen, ahead = _seen_windows(), _counted_ahead()
+        if key in ahead:
+            ahead.discard(key)
+            return seen[key][0]
+        windows = [(key, expiry, amount)]
+        windows += [w for w in self.planned_windows() if w[0] != key and w[0] not in seen]
+        answers = self.lua_incr_with_ttl(
+            [self.prefixed_key(k) for k, _, _ in windows], [arg for _, e, a in windows for arg in (e, a)]
+        )
+        now = time.time()
+        for (window_key, _, _), (count, ttl) in zip(windows, answers, strict=True):
+            seen[window_key] = (count, now + max(ttl, 0))
+        ahead.update(k for k, _, _ in windows[1:])
+        return answers[0][0]
 
     def get(self, key):
         seen = _seen_windows().get(key)
@@ -64,14 +86,62 @@ def _seen_windows():
     return g.rate_windows
 
 
+def _counted_ahead():
+    """The windows this request's first increment counted before flask-limiter asked for them."""
+    if not has_request_context():
+        return set()
+    if "rate_counted_ahead" not in g:
+        g.rate_counted_ahead = set()
+    return g.rate_counted_ahead
+
+
 def client_key():
     """Count per API key when the request carries a valid one, else per client address (after ProxyFix)."""
     api_key = g.get("api_key")
     return f"key:{api_key['id']}" if api_key else f"addr:{request.remote_addr}"
 
 
+def project_key():
+    """Count RATELIMIT_PROJECT per project, over all of its keys."""
+    return f"project:{g.api_key['project_id']}"
+
+
 def _not_at(endpoint):
     return request.endpoint != endpoint
+
+
+def _own_limit_only():
+    return request.endpoint in OWN_LIMIT_ONLY
+
+
+def _without_key():
+    return g.get("api_key") is None
+
+
+def limit_definitions(config):
+    """Every limit as (setting's value, key function, scope, exempt_when): what flask-limiter counts, and
+    what planned_windows counts ahead; `shared` scopes, so each is one count across routes."""
+    definitions = [(config["RATELIMIT_DEFAULT"], client_key, "all", _own_limit_only)]
+    for endpoint, setting in ROUTE_LIMITS.items():
+        definitions.append((config[setting], client_key, endpoint, functools.partial(_not_at, endpoint)))
+    if config["RATELIMIT_PROJECT"]:
+        definitions.append((config["RATELIMIT_PROJECT"], project_key, PROJECT_SCOPE, _without_key))
+    return definitions
+
+
+def planned_windows(definitions):
+    """Return (key, expiry, amount) of every window the current request counts, keyed as flask-limiter keys them.
+
+    `definitions` are limit_definitions with each value parsed into its items.
+    """
+    if request.endpoint in UNLIMITED:
+        return []
+    return [
+        (item.key_for(key_function(), scope), item.get_expiry(), 1)
+        for items, key_function, scope, exempt_when in definitions
+        if not (exempt_when and exempt_when())
+        for item in items
+    ]
 
 
 def add_headers(limiter, response):
@@ -124,7 +194,7 @@ class UnknownKeys:
     def failed(self, address):
         """Count a key from `address` that matched no active key."""
         try:
-            count, ttl = self.count([self.KEY.format(address)], [self.limit.get_expiry(), 1])
+            [(count, ttl)] = self.count([self.KEY.format(address)], [self.limit.get_expiry(), 1])
         except RedisError:  # without the count the look-up still guards; nobody is locked out
             log.warning("unknown-key count skipped: Redis unavailable")
             return
@@ -139,25 +209,18 @@ class UnknownKeys:
 
 def init_limiter(app):
     """Count every request but health probes; register after load_api_key, whose g.api_key it counts by."""
-    for setting in ("RATELIMIT_DEFAULT", *ROUTE_LIMITS.values()):
-        parse_many(app.config[setting])  # a malformed limit stops the app at start, not at each request
+    definitions = limit_definitions(app.config)
+    # A malformed limit stops the app here, at start, not at each request.
+    parsed = [(parse_many(value), *rest) for value, *rest in definitions]
     app.extensions["emailsvc.unknown_keys"] = UnknownKeys(
         app.extensions["emailsvc"].redis, app.config["RATELIMIT_UNKNOWN_KEYS"]
     )
-    # Both kinds are "default" limits, so flask-limiter never reads its own RATELIMIT_DEFAULT setting
-    # (the same name as ours) as a second, per-route limit; `shared` keeps one count across routes.
+    # All are "default" limits, so flask-limiter never reads its own RATELIMIT_DEFAULT setting (the
+    # same name as ours) as a second, per-route limit; `shared` keeps one count across routes.
     limits = [
-        Limit(
-            app.config["RATELIMIT_DEFAULT"],
-            scope="all",
-            shared=True,
-            exempt_when=lambda: request.endpoint in OWN_LIMIT_ONLY,
-        )
+        Limit(value, key_function=key_function, scope=scope, shared=True, exempt_when=exempt_when)
+        for value, key_function, scope, exempt_when in definitions
     ]
-    for endpoint, setting in ROUTE_LIMITS.items():
-        limits.append(
-            Limit(app.config[setting], scope=endpoint, shared=True, exempt_when=functools.partial(_not_at, endpoint))
-        )
     limiter = Limiter(
         client_key,
         default_limits=limits,
@@ -175,5 +238,7 @@ def init_limiter(app):
     )
     limiter.request_filter(lambda: request.endpoint in UNLIMITED)
     limiter.init_app(app)
+    if isinstance(limiter.storage, WindowRedisStorage):
+        limiter.storage.planned_windows = functools.partial(planned_windows, parsed)
     app.after_request(functools.partial(add_headers, limiter))
     return limiter

@@ -129,6 +129,12 @@ class LogListArgs(PageArgs):
             raise ValidationError("A cursor is for cursor mode; leave out `page`.", "cursor")
 
 
+class TodayArgs(Schema):
+    """The query string of GET /project: `tz` sets which calendar day today's counts cover."""
+
+    tz = TimeZoneField(load_default=lambda: ZoneInfo("UTC"))
+
+
 def load_args(schema):
     """Load the request's query string with `schema`; anything malformed is a 400 invalid_parameter."""
     try:
@@ -140,3 +146,4 @@ def load_args(schema):
 page_args = PageArgs()
 text_key_page_args = TextKeyPageArgs()
 log_list_args = LogListArgs()
+today_args = TodayArgs()

@@ -1,4 +1,4 @@
-"""Read a page of the email log, its total and today's counts, concurrently on the read pool."""
+"""Read a page of a project's email log, its total and today's counts, concurrently on the read pool."""
 
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -35,46 +35,57 @@ def _today(day, tz, counts):
     return {"date": day.isoformat(), "timezone": str(tz), **counts}
 
 
-def _oldest_first(cur, filters, offset, limit):
+def _oldest_first(cur, project_id, filters, offset, limit):
     if any(filters.values()):
-        return select_oldest_first(cur, filters, offset, limit)
-    since, skip = locate_offset(cur, offset)  # jumps to the right bucket instead of skipping row by row
-    return select_oldest_first(cur, filters, skip, limit, since)
+        return select_oldest_first(cur, project_id, filters, offset, limit)
+    since, skip = locate_offset(cur, project_id, offset)  # jumps to the right bucket instead of skipping row by row
+    return select_oldest_first(cur, project_id, filters, skip, limit, since)
 
 
-def _total(cur, filters):
+def _total(cur, project_id, filters):
     if not any(filters.values()):
-        return count_all_logs(cur), True
-    matching = count_matching_up_to(cur, filters, EXACT_TOTAL_LIMIT)
+        return count_all_logs(cur, project_id), True
+    matching = count_matching_up_to(cur, project_id, filters, EXACT_TOTAL_LIMIT)
     if matching <= EXACT_TOTAL_LIMIT:
         return matching, True
-    return max(estimate_matching(cur, filters), matching), False
+    return max(estimate_matching(cur, project_id, filters), matching), False
 
 
-def read_offset_page(services, args):
-    """Offset mode: page `page` of the matching rows, oldest first, with the total."""
+def read_offset_page(services, project_id, args):
+    """Offset mode: page `page` of the project's matching rows, oldest first, with the total."""
     filters = {name: args[name] for name in FILTERS}
     page, limit = args["page"], args["limit"]
     day, start, end = today_window(args["tz"])
     rows, (total, exact), counts, _ = run_concurrently(
-        (services.read_db, _oldest_first, filters, (page - 1) * limit, limit),
-        (services.read_db, _total, filters),
-        (services.read_db, count_day, start, end),
-        (services.db, fill_log_counts),
+        (services.read_db, _oldest_first, project_id, filters, (page - 1) * limit, limit),
+        (services.read_db, _total, project_id, filters),
+        (services.read_db, count_day, project_id, start, end),
+        (services.db, fill_log_counts, project_id),
     )
     pagination = {"page": page, "limit": limit, "total": total, "total_pages": math.ceil(total / limit)}
     return rows, {**pagination, "total_exact": exact}, _today(day, args["tz"], counts)
 
 
-def read_cursor_page(services, args):
-    """Cursor mode: the matching rows just older than the cursor's (or the newest), newest first."""
+def read_cursor_page(services, project_id, args):
+    """Cursor mode: the project's matching rows just older than the cursor's (or the newest), newest first."""
     filters = {name: args[name] for name in FILTERS}
     limit = args["limit"]
     day, start, end = today_window(args["tz"])
     rows, counts, _ = run_concurrently(
-        (services.read_db, select_newest_first, filters, args["cursor"], limit + 1),  # one more tells if a page follows
-        (services.read_db, count_day, start, end),
-        (services.db, fill_log_counts),
+        # One more than the page: whether another page follows.
+        (services.read_db, select_newest_first, project_id, filters, args["cursor"], limit + 1),
+        (services.read_db, count_day, project_id, start, end),
+        (services.db, fill_log_counts, project_id),
     )
     rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
     return rows, {"limit": limit, "next_cursor": next_cursor}, _today(day, args["tz"], counts)
+
+
+def read_today(services, project_id, tz):
+    """Today's counts of the project in `tz` alone, as the log pages report them (for GET /project)."""
+    day, start, end = today_window(tz)
+    counts, _ = run_concurrently(
+        (services.read_db, count_day, project_id, start, end),
+        (services.db, fill_log_counts, project_id),
+    )
+    return _today(day, tz, counts)

@@ -92,13 +92,15 @@ def _header(name, required=False):
 def _operation(endpoint, view, path):
     doc = view.openapi
     summary, _, more = (view.__doc__ or "").strip().partition("\n")
-    statuses, scopes, limited = set(doc["errors"]), getattr(view, "required_scopes", ()), endpoint not in UNLIMITED
-    names = " and ".join(f"`{scope}`" for scope in scopes)
+    statuses, scopes, limited = set(doc["errors"]), getattr(view, "required_scopes", None), endpoint not in UNLIMITED
+    names = " and ".join(f"`{scope}`" for scope in scopes or ())
     needs = f"Needs an API key with the {names} scope{'s' if len(scopes) > 1 else ''}." if scopes else ""
+    if scopes == ():
+        needs = "Needs a project's API key, with any scope."
     operation = {"operationId": endpoint.replace(".", "_"), "summary": summary.strip(), "security": []}
     if needs or more.strip():
         operation["description"] = " ".join(filter(None, [needs, more.strip()]))
-    if scopes:
+    if scopes is not None:
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
         statuses |= {401, 403, 503}  # 503: the key is looked up in the database
     if doc["body"] is not None:

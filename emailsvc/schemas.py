@@ -381,6 +381,27 @@ class DeliveryEventOutcomeSchema(Schema):
     )
 
 
+class ProjectKeySchema(Schema):
+    """A key of the project as GET /project shows it: never the key or its hash."""
+
+    prefix = fields.String(attribute="key_prefix", metadata={"description": "The key's first characters."})
+    name = fields.String()
+    scopes = fields.List(fields.String())
+    created_at = fields.DateTime()
+    last_used_at = fields.DateTime(
+        allow_none=True, metadata={"description": "When the key was last used, to the minute; null if never."}
+    )
+
+
+class ProjectSchema(Schema):
+    """GET /project: the key's project, its active keys and today's counts."""
+
+    name = fields.String()
+    created_at = fields.DateTime()
+    keys = fields.List(fields.Nested(ProjectKeySchema))
+    today = fields.Nested(TodaySchema)
+
+
 delivery_event_schema = DeliveryEventSchema()
 new_suppression_schema = NewSuppressionSchema()
 suppression_schema = SuppressionSchema()
@@ -393,4 +414,5 @@ suppression_page_schema = SuppressionPageSchema()
 webhook_list_schema = WebhookListSchema()
 delivery_page_schema = DeliveryPageSchema()
 delivery_event_outcome_schema = DeliveryEventOutcomeSchema()
+project_schema = ProjectSchema()
 webhook_log_schema = LogSchema(exclude=("body", "html"))  # webhook payloads carry the log without its bodies

@@ -23,12 +23,13 @@ from emailsvc import create_app
 from emailsvc.auth import hash_key, new_key
 from emailsvc.db import init_db
 from emailsvc.queries.api_keys import insert_api_key
+from emailsvc.queries.projects import ensure_project
 from emailsvc.rq_worker import LeanWorker
 from emailsvc.services import get_services
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/emailsvc_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = "api_keys, emails, email_events, suppressions, webhook_endpoints"
+TABLES = "projects, api_keys, emails, email_events, suppressions, webhook_endpoints"
 
 
 def free_port():
@@ -208,11 +209,11 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def make_key(app, scopes=("send", "read"), name="test"):
-    """Create an API key directly in the database and return it."""
+def make_key(app, scopes=("send", "read"), name="test", project="default"):
+    """Create an API key in `project` (created if missing) directly in the database and return it."""
     key = new_key()
     with app.app_context(), get_services().db.cursor() as cur:
-        insert_api_key(cur, name, hash_key(key), key[:12], list(scopes))
+        insert_api_key(cur, ensure_project(cur, project)["id"], name, hash_key(key), key[:12], list(scopes))
     return key
 
 

@@ -149,3 +149,50 @@ def _count_emails(database):
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM emails")
         return cur.fetchone()[0]
+
+
+def test_the_project_limit_counts_every_key_of_the_project_together(settings):
+    app = limited_app(settings, RATELIMIT_PROJECT="3 per minute")
+    client = app.test_client()
+    first, second = ({"X-API-Key": make_key(app, project="shop")} for _ in range(2))
+    other = {"X-API-Key": make_key(app, project="blog")}
+    statuses = [client.get(log_url(), headers=key).status_code for key in (first, second, first, second)]
+    assert statuses == [404, 404, 404, 429]
+    refused = client.get(log_url(), headers=first)
+    assert refused.status_code == 429 and refused.headers["X-RateLimit-Limit"] == "3"
+    assert client.get(log_url(), headers=other).status_code == 404  # another project has its own count
+
+
+def test_without_a_project_limit_keys_of_one_project_count_apart(settings):
+    app = limited_app(settings, RATELIMIT_DEFAULT="2 per minute")
+    client = app.test_client()
+    first, second = ({"X-API-Key": make_key(app, project="shop")} for _ in range(2))
+    assert [client.get(log_url(), headers=key).status_code for key in (first, first, second)] == [404, 404, 404]
+
+
+def _redis_round_trips(app, monkeypatch, request):
+    """Send `request` (method, url, body) with a new key; return the Redis round trips it cost."""
+    import redis.connection
+
+    client, key = app.test_client(), {"X-API-Key": make_key(app)}
+    method, url, body = request
+    client.open(url, method=method, json=body, headers=key)  # connections opened and scripts loaded first
+    calls = []
+    original = redis.connection.AbstractConnection.send_packed_command
+    monkeypatch.setattr(
+        redis.connection.AbstractConnection,
+        "send_packed_command",
+        lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs),
+    )
+    response = client.open(url, method=method, json=body, headers=key)
+    monkeypatch.undo()
+    assert response.status_code < 400, response.get_json()
+    return len(calls)
+
+
+@pytest.mark.parametrize("request_", [("GET", "/project", None), ("POST", "/email/send", SEND)], ids=["read", "send"])
+def test_the_project_limit_costs_no_redis_round_trip_of_its_own(settings, monkeypatch, request_):
+    without = _redis_round_trips(limited_app(settings), monkeypatch, request_)
+    with_project = _redis_round_trips(limited_app(settings, RATELIMIT_PROJECT="1000 per minute"), monkeypatch, request_)
+    assert with_project == without
+    assert without == (1 if request_[0] == "GET" else 2)  # one for every limit together; the send adds its enqueue

@@ -17,11 +17,15 @@ DHAKA = ZoneInfo("Asia/Dhaka")
 
 
 def insert_logs(database, *rows):
-    """Insert log rows directly (created_at and friends as given) and return their ids in order."""
+    """Insert log rows directly (created_at and friends as given) and return their ids in order.
+
+    Rows go to the project named by their `project` (default: `default`, which the `auth` key belongs to).
+    """
     ids = [uuid.uuid4() for _ in rows]
     values = [
         (
             str(i),
+            row.get("project", "default"),
             row.get("status", "SENT"),
             row.get("from", "Shop <shop@example.com>"),
             row.get("to", ["Alice <alice@example.com>"]),
@@ -38,10 +42,11 @@ def insert_logs(database, *rows):
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
         execute_values(
             cur,
-            """INSERT INTO emails (id, status, from_addr, to_addrs, cc_addrs, bcc_addrs, subject, message_id,
-                                   created_at, sent_at, failed_at) VALUES %s""",
+            """INSERT INTO emails (id, project_id, status, from_addr, to_addrs, cc_addrs, bcc_addrs, subject,
+                                   message_id, created_at, sent_at, failed_at) VALUES %s""",
             values,
-            template="(%s::uuid, %s, %s, %s::text[], %s::text[], %s::text[], %s, %s, %s, %s, %s)",
+            template="(%s::uuid, (SELECT id FROM projects WHERE name = %s), %s, %s, %s::text[], %s::text[], %s::text[],"
+            " %s, %s, %s, %s, %s)",
         )
     conn.close()
     return [str(i) for i in ids]
@@ -275,9 +280,9 @@ def test_filters_alone_and_combined_in_both_modes(client, auth, database, params
 def test_a_filtered_total_beyond_the_exact_limit_is_an_estimate_and_says_so(client, auth, database):
     run_sql(
         database,
-        """INSERT INTO emails (id, status, from_addr, to_addrs, subject, message_id, created_at)
-           SELECT gen_random_uuid(), 'FAILED', 'a@example.com', '{b@example.com}', 's', '<m>',
-                  now() - i * interval '1 second' FROM generate_series(1, 10001) AS i;
+        """INSERT INTO emails (id, project_id, status, from_addr, to_addrs, subject, message_id, created_at)
+           SELECT gen_random_uuid(), (SELECT id FROM projects WHERE name = 'default'), 'FAILED', 'a@example.com',
+                  '{b@example.com}', 's', '<m>', now() - i * interval '1 second' FROM generate_series(1, 10001) AS i;
            ANALYZE emails""",
     )
     failed = get_logs(client, auth, page=1, status="FAILED")["pagination"]

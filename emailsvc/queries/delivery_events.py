@@ -21,7 +21,7 @@ RECIPIENT_TRANSITIONS = {
     "complained": ("complained", ["accepted", "delivered"]),
 }
 
-LOCK_COLUMNS = "id, status, to_addrs, cc_addrs, bcc_addrs"
+LOCK_COLUMNS = "id, project_id, status, to_addrs, cc_addrs, bcc_addrs"  # the project: whose suppression list
 
 
 def lock_email(cur, email_id, message_id=None):

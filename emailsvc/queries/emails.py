@@ -11,14 +11,14 @@ from psycopg2.extras import Json
 from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 
 INSERT_COLUMNS = (
-    "id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
+    "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at",
 )  # fmt: skip
-# The recipients on the suppression list, as the sorted array `s.suppressed` (empty when none):
-# the CTE that opens every insert, so the check and the insert cost one round trip together.
+# The recipients on the project's suppression list, as the sorted array `s.suppressed` (empty when
+# none): the CTE that opens every insert, so the check and the insert cost one round trip together.
 SUPPRESSED_CTE = """s AS (
         SELECT coalesce(array_agg(address ORDER BY address), '{}') AS suppressed
-        FROM suppressions WHERE address = ANY(%(suppression_keys)s)
+        FROM suppressions WHERE project_id = %(project_id)s AND address = ANY(%(suppression_keys)s)
     )"""
 NONE_SUPPRESSED = "(SELECT cardinality(suppressed) = 0 FROM s)"
 # The insert as a CTE `e` (with its first event) that another statement can guard: it inserts only
@@ -73,9 +73,9 @@ def insert_email(cur, email, suppression_keys):
     return inserted_or_suppressed(cur)
 
 
-def get_email(cur, email_id):
-    """Return one log row, or None."""
-    cur.execute("SELECT * FROM emails WHERE id = %s", (email_id,))
+def get_email(cur, project_id, email_id):
+    """Return one log row of the project, or None (also when it belongs to another project)."""
+    cur.execute("SELECT * FROM emails WHERE id = %s AND project_id = %s", (email_id, project_id))
     return cur.fetchone()
 
 
@@ -228,9 +228,9 @@ def record_attempt(cur, email_id, record, was_sending):
                 SELECT e.id, x.ev->>'type', x.ev->>'detail'
                 FROM e, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY x(ev, n) ORDER BY x.n
             ), suppressed AS (
-                INSERT INTO suppressions (address, reason, email_id)
-                SELECT unnest(%(suppress)s::text[]), 'hard_bounce', e.id FROM e
-                ON CONFLICT (address) DO NOTHING
+                INSERT INTO suppressions (project_id, address, reason, email_id)
+                SELECT e.project_id, unnest(%(suppress)s::text[]), 'hard_bounce', e.id FROM e
+                ON CONFLICT (project_id, address) DO NOTHING
             ), {QUEUE_WEBHOOK_TYPES}{RELEASE_AND_SELECT}""",
         {
             "id": email_id,

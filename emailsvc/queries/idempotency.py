@@ -22,8 +22,8 @@ def insert_email_once(cur, email, suppression_keys, key, request_hash):
     """
     cur.execute(
         f"""WITH {SUPPRESSED_CTE}, k AS (
-                INSERT INTO idempotency_keys (api_key_id, key, request_hash, email_id)
-                SELECT %(api_key_id)s, %(key)s, %(request_hash)s, %(id)s WHERE {NONE_SUPPRESSED}
+                INSERT INTO idempotency_keys (project_id, api_key_id, key, request_hash, email_id)
+                SELECT %(project_id)s, %(api_key_id)s, %(key)s, %(request_hash)s, %(id)s WHERE {NONE_SUPPRESSED}
                 ON CONFLICT (api_key_id, key) DO UPDATE
                     SET request_hash = EXCLUDED.request_hash, email_id = EXCLUDED.email_id, created_at = now()
                     WHERE idempotency_keys.created_at <= now() - make_interval(hours => %(ttl)s)

@@ -1,9 +1,10 @@
-"""SQL for email_log_counts: running totals per settled 15-minute bucket, and the counts built on them.
+"""SQL for email_log_counts: a project's running totals per settled 15-minute bucket, and the counts built on them.
 
 Every count here is a running total read at the edge of the settled buckets plus a live count of
 the rows after that edge, which are at most a few buckets' worth: the cost does not grow with the log.
 Each query reads the edge first and passes it on as a value, so the planner sees how few rows the
-live count touches (a subquery it cannot see through makes it guess a third of the table).
+live count touches (a subquery it cannot see through makes it guess a third of the table). Each
+project has its own series of buckets, filled by its own readers, from its first row on.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # buckets are aligned on it, as date_b
 
 FILL = """
     WITH base AS (
-        SELECT created, sent, failed FROM email_log_counts WHERE bucket_start < %(lo)s
+        SELECT created, sent, failed FROM email_log_counts WHERE project_id = %(project)s AND bucket_start < %(lo)s
         ORDER BY bucket_start DESC LIMIT 1
     ),
     buckets AS (
@@ -26,117 +27,129 @@ FILL = """
     ),
     created AS (
         SELECT date_bin('15 minutes', created_at, 'epoch') AS bucket_start, count(*) AS n FROM emails
-        WHERE created_at >= %(lo)s AND created_at < %(hi)s GROUP BY 1
+        WHERE project_id = %(project)s AND created_at >= %(lo)s AND created_at < %(hi)s GROUP BY 1
     ),
     sent AS (
         SELECT date_bin('15 minutes', sent_at, 'epoch') AS bucket_start, count(*) AS n FROM emails
-        WHERE sent_at >= %(lo)s AND sent_at < %(hi)s GROUP BY 1
+        WHERE project_id = %(project)s AND sent_at >= %(lo)s AND sent_at < %(hi)s GROUP BY 1
     ),
     failed AS (
         SELECT date_bin('15 minutes', failed_at, 'epoch') AS bucket_start, count(*) AS n FROM emails
-        WHERE failed_at >= %(lo)s AND failed_at < %(hi)s GROUP BY 1
+        WHERE project_id = %(project)s AND failed_at >= %(lo)s AND failed_at < %(hi)s GROUP BY 1
     )
-    INSERT INTO email_log_counts (bucket_start, created, sent, failed)
-    SELECT bucket_start,
+    INSERT INTO email_log_counts (project_id, bucket_start, created, sent, failed)
+    SELECT %(project)s, bucket_start,
            coalesce((SELECT created FROM base), 0) + sum(coalesce(c.n, 0)) OVER running,
            coalesce((SELECT sent FROM base), 0) + sum(coalesce(s.n, 0)) OVER running,
            coalesce((SELECT failed FROM base), 0) + sum(coalesce(f.n, 0)) OVER running
     FROM buckets LEFT JOIN created c USING (bucket_start) LEFT JOIN sent s USING (bucket_start)
          LEFT JOIN failed f USING (bucket_start)
     WINDOW running AS (ORDER BY bucket_start)
-    ON CONFLICT (bucket_start) DO NOTHING"""
+    ON CONFLICT (project_id, bucket_start) DO NOTHING"""
 
 
 def _bucket_start(moment):
     return EPOCH + (moment - EPOCH) // BUCKET * BUCKET
 
 
-def fill_log_counts(cur):
-    """Add the buckets settled since the last fill, covering about FILL_ROWS rows; return how many."""
+def fill_log_counts(cur, project_id):
+    """Add the project's buckets settled since its last fill, covering about FILL_ROWS rows; return how many."""
     cur.execute(
-        """SELECT coalesce((SELECT max(bucket_start) + interval '15 minutes' FROM email_log_counts),
-                           (SELECT date_bin('15 minutes', min(created_at), 'epoch') FROM emails)) AS lo,
+        """SELECT coalesce((SELECT max(bucket_start) + interval '15 minutes' FROM email_log_counts
+                            WHERE project_id = %(project)s),
+                           (SELECT date_bin('15 minutes', min(created_at), 'epoch') FROM emails
+                            WHERE project_id = %(project)s)) AS lo,
                   date_bin('15 minutes', now() - %(settle)s, 'epoch') AS settled""",
-        {"settle": SETTLE},
+        {"project": project_id, "settle": SETTLE},
     )
     lo, settled = cur.fetchone().values()
     if lo is None or lo >= settled:
         return 0
     cur.execute(
-        "SELECT created_at FROM emails WHERE created_at >= %s ORDER BY created_at OFFSET %s LIMIT 1", (lo, FILL_ROWS)
+        """SELECT created_at FROM emails WHERE project_id = %s AND created_at >= %s
+           ORDER BY created_at OFFSET %s LIMIT 1""",
+        (project_id, lo, FILL_ROWS),
     )
     far = cur.fetchone()
     hi = min(settled, max(lo + BUCKET, _bucket_start(far["created_at"]))) if far else settled
     # Two fills at once compute the same rows from the same base; the second one's are skipped.
-    cur.execute(FILL, {"lo": lo, "hi": hi})
+    cur.execute(FILL, {"project": project_id, "lo": lo, "hi": hi})
     return cur.rowcount
 
 
-def _running_totals_before(cur, *moments):
-    """For each moment, return the running totals and end of the last settled bucket starting before it, or None."""
+def _running_totals_before(cur, project_id, *moments):
+    """For each moment, return the project's running totals and end of its last bucket starting before it, or None."""
     cur.execute(
         """SELECT b.* FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS m (moment, n)
            LEFT JOIN LATERAL (
                SELECT bucket_start + interval '15 minutes' AS bucket_end, created, sent, failed
-               FROM email_log_counts WHERE bucket_start < m.moment ORDER BY bucket_start DESC LIMIT 1
+               FROM email_log_counts WHERE project_id = %s AND bucket_start < m.moment
+               ORDER BY bucket_start DESC LIMIT 1
            ) b ON TRUE
            ORDER BY m.n""",
-        (list(moments),),
+        (list(moments), project_id),
     )
     return [row if row["bucket_end"] else None for row in cur.fetchall()]
 
 
-def _count_live(cur, since, end):
-    """Return {created, sent, failed}: the rows whose created_at, sent_at, failed_at fall in [since, end)."""
+def _count_live(cur, project_id, since, end):
+    """Return {created, sent, failed}: the project's rows whose created_at, sent_at, failed_at fall in [since, end)."""
     cur.execute(
-        """SELECT (SELECT count(*) FROM emails WHERE created_at >= %(since)s AND created_at < %(end)s) AS created,
-                  (SELECT count(*) FROM emails WHERE sent_at >= %(since)s AND sent_at < %(end)s) AS sent,
-                  (SELECT count(*) FROM emails WHERE failed_at >= %(since)s AND failed_at < %(end)s) AS failed""",
-        {"since": since, "end": end},
+        """SELECT (SELECT count(*) FROM emails WHERE project_id = %(project)s
+                   AND created_at >= %(since)s AND created_at < %(end)s) AS created,
+                  (SELECT count(*) FROM emails WHERE project_id = %(project)s
+                   AND sent_at >= %(since)s AND sent_at < %(end)s) AS sent,
+                  (SELECT count(*) FROM emails WHERE project_id = %(project)s
+                   AND failed_at >= %(since)s AND failed_at < %(end)s) AS failed""",
+        {"project": project_id, "since": since, "end": end},
     )
     return cur.fetchone()
 
 
-def _count_created_since(cur, since):
-    """Return how many rows were created at `since` or later."""
-    cur.execute("SELECT count(*) AS n FROM emails WHERE created_at >= %s", (since,))
+def _count_created_since(cur, project_id, since):
+    """Return how many of the project's rows were created at `since` or later."""
+    cur.execute("SELECT count(*) AS n FROM emails WHERE project_id = %s AND created_at >= %s", (project_id, since))
     return cur.fetchone()["n"]
 
 
-def count_all_logs(cur):
-    """Return the exact number of rows in the log."""
-    (edge,) = _running_totals_before(cur, "infinity")
+def count_all_logs(cur, project_id):
+    """Return the exact number of rows in the project's log."""
+    (edge,) = _running_totals_before(cur, project_id, "infinity")
     return (
-        edge["created"] + _count_created_since(cur, edge["bucket_end"])
+        edge["created"] + _count_created_since(cur, project_id, edge["bucket_end"])
         if edge
-        else _count_created_since(cur, "-infinity")
+        else _count_created_since(cur, project_id, "-infinity")
     )
 
 
-def count_day(cur, start, end):
-    """Return {created, sent, failed}: the rows whose created_at, sent_at, failed_at fall in [start, end)."""
+def count_day(cur, project_id, start, end):
+    """Return {created, sent, failed}: the project's rows whose created_at, sent_at, failed_at fall in [start, end)."""
     # Running totals serve a day that begins and ends on bucket edges, as it does in every zone in use
     # today; any other is counted live.
     on_edges = all((moment - EPOCH) % BUCKET == timedelta(0) for moment in (start, end))
-    at_start, at_end = _running_totals_before(cur, start, end) if on_edges else (None, None)
-    live = _count_live(cur, max(start, at_end["bucket_end"]) if at_end else start, end)
+    at_start, at_end = _running_totals_before(cur, project_id, start, end) if on_edges else (None, None)
+    live = _count_live(cur, project_id, max(start, at_end["bucket_end"]) if at_end else start, end)
     return {name: live[name] + (at_end[name] if at_end else 0) - (at_start[name] if at_start else 0) for name in live}
 
 
-def locate_offset(cur, offset):
-    """Return (since, skip): row `offset` of the log, oldest first, is row `skip` of those created since `since`."""
+def locate_offset(cur, project_id, offset):
+    """Return (since, skip): row `offset` of the project's log, oldest first, is row `skip` of those created since
+    `since`."""
     cur.execute(
-        """WITH hit AS (SELECT bucket_start FROM email_log_counts WHERE created > %(offset)s
+        """WITH hit AS (SELECT bucket_start FROM email_log_counts
+                        WHERE project_id = %(project)s AND created > %(offset)s
                         ORDER BY created, bucket_start LIMIT 1),
-                last AS (SELECT bucket_start, created FROM email_log_counts ORDER BY bucket_start DESC LIMIT 1)
+                last AS (SELECT bucket_start, created FROM email_log_counts WHERE project_id = %(project)s
+                         ORDER BY bucket_start DESC LIMIT 1)
            SELECT bucket_start AS since,
-                  %(offset)s - coalesce((SELECT created FROM email_log_counts b WHERE b.bucket_start < hit.bucket_start
+                  %(offset)s - coalesce((SELECT created FROM email_log_counts b
+                                         WHERE b.project_id = %(project)s AND b.bucket_start < hit.bucket_start
                                          ORDER BY b.bucket_start DESC LIMIT 1), 0) AS skip
            FROM hit
            UNION ALL
            SELECT bucket_start + interval '15 minutes', %(offset)s - created FROM last
            WHERE NOT EXISTS (SELECT 1 FROM hit)""",
-        {"offset": offset},
+        {"project": project_id, "offset": offset},
     )
     row = cur.fetchone()
     return (row["since"], row["skip"]) if row else (None, offset)

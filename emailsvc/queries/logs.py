@@ -1,25 +1,32 @@
-"""SQL for listing the email log: the filters, a page in either order, and counting what matches."""
+"""SQL for listing a project's email log: the filters, a page in either order, and counting what matches.
+
+Every query reads one project's rows: the condition PROJECT opens every WHERE, and every index of
+the log leads with project_id (schema.sql).
+"""
 
 # One constant fragment per filter; only the values travel, as parameters. The address filters compare
-# bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in to, cc or bcc.
+# bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in to, cc or bcc
+# (spelled "<project_id>:<address>", as its index holds them: see schema.sql).
 FILTERS = {
     "status": "status = %(status)s",
-    "to": "email_recipients(to_addrs, cc_addrs, bcc_addrs) @> ARRAY[email_addr_spec(%(to)s)]",
+    "to": "email_project_recipients(project_id, to_addrs, cc_addrs, bcc_addrs)"
+    " @> ARRAY[%(project_id)s || ':' || email_addr_spec(%(to)s)]",
     "from_addr": "email_addr_spec(from_addr) = email_addr_spec(%(from_addr)s)",
     "created_after": "created_at >= %(created_after)s",
     "created_before": "created_at < %(created_before)s",
 }
+PROJECT = "project_id = %(project_id)s"
 SINCE = "created_at >= %(since)s"
 BEFORE_POSITION = "(created_at, id) < (%(before_at)s, %(before_id)s)"
 
 
 def _where(filters, *conditions):
     parts = [FILTERS[name] for name, value in filters.items() if value is not None]
-    return " AND ".join(parts + [c for c in conditions if c]) or "TRUE"
+    return " AND ".join([PROJECT] + parts + [c for c in conditions if c])
 
 
-def select_oldest_first(cur, filters, offset, limit, since=None):
-    """Return `limit` rows after skipping `offset`, oldest first, counting from created_at `since` if given."""
+def select_oldest_first(cur, project_id, filters, offset, limit, since=None):
+    """Return `limit` of the project's rows after skipping `offset`, oldest first, from created_at `since` if given."""
     # The inner query skips rows on the index alone; only the page itself is read from the table.
     cur.execute(
         f"""SELECT e.* FROM emails e JOIN (
@@ -27,32 +34,35 @@ def select_oldest_first(cur, filters, offset, limit, since=None):
                 ORDER BY created_at, id OFFSET %(offset)s LIMIT %(limit)s
             ) page USING (id)
             ORDER BY e.created_at, e.id""",
-        {**filters, "since": since, "offset": offset, "limit": limit},
+        {**filters, "project_id": project_id, "since": since, "offset": offset, "limit": limit},
     )
     return cur.fetchall()
 
 
-def select_newest_first(cur, filters, before, limit):
-    """Return up to `limit` rows, newest first, from just past the position (created_at, id) `before` in that order."""
+def select_newest_first(cur, project_id, filters, before, limit):
+    """Return up to `limit` of the project's rows, newest first, from just past the position (created_at, id)
+    `before` in that order."""
     before_at, before_id = before or (None, None)
     cur.execute(
         f"""SELECT * FROM emails WHERE {_where(filters, before and BEFORE_POSITION)}
             ORDER BY created_at DESC, id DESC LIMIT %(limit)s""",
-        {**filters, "before_at": before_at, "before_id": before_id, "limit": limit},
+        {**filters, "project_id": project_id, "before_at": before_at, "before_id": before_id, "limit": limit},
     )
     return cur.fetchall()
 
 
-def count_matching_up_to(cur, filters, cap):
-    """Return how many rows match, counting no further than `cap` + 1 so the cost stays bounded."""
+def count_matching_up_to(cur, project_id, filters, cap):
+    """Return how many of the project's rows match, counting no further than `cap` + 1 so the cost stays bounded."""
     cur.execute(
         f"SELECT count(*) AS n FROM (SELECT 1 FROM emails WHERE {_where(filters)} LIMIT %(cap)s + 1) matching",
-        {**filters, "cap": cap},
+        {**filters, "project_id": project_id, "cap": cap},
     )
     return cur.fetchone()["n"]
 
 
-def estimate_matching(cur, filters):
-    """Return the planner's estimate of how many rows match: instant at any size, roughly right."""
-    cur.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM emails WHERE {_where(filters)}", filters)
+def estimate_matching(cur, project_id, filters):
+    """Return the planner's estimate of how many of the project's rows match: instant at any size, roughly right."""
+    cur.execute(
+        f"EXPLAIN (FORMAT JSON) SELECT 1 FROM emails WHERE {_where(filters)}", {**filters, "project_id": project_id}
+    )
     return int(cur.fetchone()["QUERY PLAN"][0]["Plan"]["Plan Rows"])

@@ -5,13 +5,14 @@ from ..schemas import WEBHOOK_EVENTS
 
 def _queue_webhooks(types):
     """A CTE for a statement whose CTE `e` holds the emails rows a change left: one pending delivery per
-    enabled endpoint subscribed to each of the event `types` (an SQL text array). It runs in the statement
-    that makes the change, so no crash can lose a notification; the dispatcher sends it."""
+    enabled endpoint of the message's project subscribed to each of the event `types` (an SQL text
+    array). It runs in the statement that makes the change, so no crash can lose a notification; the
+    dispatcher sends it."""
     return f"""webhooks AS (
     INSERT INTO webhook_deliveries (endpoint_id, email_id, type, snapshot)
     SELECT w.id, e.id, t.type, to_jsonb(e) - 'body' - 'html'
     FROM e CROSS JOIN unnest({types}) t(type)
-    JOIN webhook_endpoints w ON w.disabled_at IS NULL AND t.type = ANY(w.events)
+    JOIN webhook_endpoints w ON w.project_id = e.project_id AND w.disabled_at IS NULL AND t.type = ANY(w.events)
 )"""
 
 
@@ -30,30 +31,35 @@ def queue_webhooks_cte(event):
 ENDPOINT_COLUMNS = "id, url, events, created_at, failing_since, disabled_at"
 
 
-def insert_endpoint(cur, url, events, secret):
-    """Register an endpoint and return it, secret included."""
+def insert_endpoint(cur, project_id, url, events, secret):
+    """Register an endpoint of the project and return it, secret included."""
     cur.execute(
-        f"INSERT INTO webhook_endpoints (url, events, secret) VALUES (%s, %s, %s) RETURNING {ENDPOINT_COLUMNS}, secret",
-        (url, events, secret),
+        f"""INSERT INTO webhook_endpoints (project_id, url, events, secret) VALUES (%s, %s, %s, %s)
+            RETURNING {ENDPOINT_COLUMNS}, secret""",
+        (project_id, url, events, secret),
     )
     return cur.fetchone()
 
 
-def list_endpoints(cur):
-    """Return every endpoint, oldest first, without secrets."""
-    cur.execute(f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id")
+def list_endpoints(cur, project_id):
+    """Return the project's endpoints, oldest first, without secrets."""
+    cur.execute(
+        f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE project_id = %s ORDER BY created_at, id", (project_id,)
+    )
     return cur.fetchall()
 
 
-def endpoint_exists(cur, endpoint_id):
-    """Return True when the endpoint exists."""
-    cur.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s", (endpoint_id,))
+def endpoint_exists(cur, project_id, endpoint_id):
+    """Return True when the endpoint exists in the project."""
+    cur.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s AND project_id = %s", (endpoint_id, project_id))
     return cur.fetchone() is not None
 
 
-def delete_endpoint(cur, endpoint_id):
-    """Delete an endpoint with its deliveries; return False when there is none."""
-    cur.execute("DELETE FROM webhook_endpoints WHERE id = %s RETURNING id", (endpoint_id,))
+def delete_endpoint(cur, project_id, endpoint_id):
+    """Delete an endpoint of the project with its deliveries; return False when the project has none with this id."""
+    cur.execute(
+        "DELETE FROM webhook_endpoints WHERE id = %s AND project_id = %s RETURNING id", (endpoint_id, project_id)
+    )
     return cur.fetchone() is not None
 
 

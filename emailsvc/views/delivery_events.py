@@ -62,7 +62,10 @@ def event_body():
 
 def record_event(event):
     """Record one event in one transaction; return its outcome (applied, recorded, duplicate or
-    unknown_message) and, when it was recorded without effect for a reason worth telling, `ignored`."""
+    unknown_message) and, when it was recorded without effect for a reason worth telling, `ignored`.
+
+    No key names a project here: the message does, for its suppressions and its webhooks alike.
+    """
     with get_services().db.transaction() as cur:
         reference = message_reference(event)
         email = lock_email(cur, **reference) if reference else None
@@ -85,7 +88,7 @@ def record_event(event):
             queue_webhooks(cur, email["id"], name)
         reason = suppression_reason(event)
         if reason:
-            suppress(cur, named, reason, email["id"])
+            suppress(cur, email["project_id"], named, reason, email["id"])
     return {"outcome": "applied" if status else "recorded"}
 
 

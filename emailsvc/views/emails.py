@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g
 from redis.exceptions import RedisError
 
 from ..addresses import domain_of, suppression_keys
-from ..auth import require_scope
+from ..auth import current_project_id, require_scope
 from ..errors import NotFound, ServiceUnavailable, ValidationFailed
 from ..idempotency import idempotency_key, record_email
 from ..jobs import enqueue_delivery
@@ -42,6 +42,7 @@ def send():
     email_id = uuid.uuid4()
     email.update(
         id=email_id,
+        project_id=current_project_id(),
         api_key_id=g.api_key["id"],
         status="SCHEDULED" if email["scheduled_at"] else "PENDING",
         message_id=f"<{email_id}@{domain_of(email['from_addr'])}>",
@@ -66,13 +67,13 @@ def send():
 @document(response=log_with_events_schema, errors=[404])
 @require_scope("read")
 def get_log(email_id):
-    """Return one log with its events, oldest first."""
+    """Return one log of the key's project with its events, oldest first; another project's id is unknown here."""
     try:
         email_id = uuid.UUID(email_id)
     except ValueError as exc:
         raise NotFound("No email with this id.") from exc
     with get_services().read_db.cursor() as cur:
-        row = get_email(cur, email_id)
+        row = get_email(cur, current_project_id(), email_id)
         if row is None:
             raise NotFound("No email with this id.")
         row["events"] = list_events(cur, email_id)

@@ -1,9 +1,10 @@
-"""GET, POST /suppressions and DELETE /suppressions/<address>; and the recipients every send is checked against."""
+"""GET, POST /suppressions and DELETE /suppressions/<address>: the list of the key's project, which its sends are
+checked against."""
 
 from flask import Blueprint
 
 from ..addresses import InvalidAddress, normalize_address, suppression_keys
-from ..auth import require_scope
+from ..auth import current_project_id, require_scope
 from ..cursors import split_page
 from ..errors import NotFound
 from ..list_args import load_args, text_key_page_args
@@ -24,7 +25,7 @@ def list_entries():
     args = load_args(text_key_page_args)
     limit = args["limit"]
     with get_services().read_db.cursor() as cur:
-        rows = list_suppressions(cur, limit + 1, args["cursor"])
+        rows = list_suppressions(cur, current_project_id(), limit + 1, args["cursor"])
     rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["address"]))
     items = suppression_schema.dump(rows, many=True)
     return {"items": items, "pagination": {"limit": limit, "next_cursor": next_cursor}}
@@ -37,7 +38,7 @@ def add():
     """Suppress an address: 201 when new, 200 with the existing entry when already listed."""
     entry = new_suppression_schema.load(json_body())
     with get_services().db.cursor() as cur:
-        row = add_suppression(cur, *suppression_keys([entry["address"]]), entry["reason"])
+        row = add_suppression(cur, current_project_id(), *suppression_keys([entry["address"]]), entry["reason"])
     return suppression_schema.dump(row), 201 if row["created"] else 200
 
 
@@ -51,6 +52,6 @@ def remove(address):
     except InvalidAddress as exc:
         raise NotFound("This address is not on the suppression list.") from exc
     with get_services().db.cursor() as cur:
-        if not delete_suppression(cur, key):
+        if not delete_suppression(cur, current_project_id(), key):
             raise NotFound("This address is not on the suppression list.")
     return "", 204

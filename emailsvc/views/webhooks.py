@@ -1,7 +1,7 @@
 """POST, GET /webhooks, DELETE /webhooks/<id> and GET /webhooks/<id>/deliveries.
 
-An endpoint receives the log of every message (without bodies), so managing endpoints needs both
-scopes, and reading them needs `read`.
+An endpoint receives the log of every message of its project (without bodies), so managing endpoints
+needs both scopes, and reading them needs `read`. A key sees only its project's endpoints.
 """
 
 import uuid
@@ -9,7 +9,7 @@ from itertools import groupby
 
 from flask import Blueprint, current_app
 
-from ..auth import require_scope
+from ..auth import current_project_id, require_scope
 from ..cursors import split_page
 from ..errors import NotFound, ValidationFailed
 from ..list_args import load_args, page_args
@@ -59,7 +59,7 @@ def create():
             message = f"Refused: {exc}. Webhooks go to public addresses unless WEBHOOK_ALLOW_PRIVATE is set."
             raise ValidationFailed(details={"url": [message]}) from exc
     with get_services().db.cursor() as cur:
-        row = insert_endpoint(cur, endpoint["url"], endpoint["events"], new_webhook_secret())
+        row = insert_endpoint(cur, current_project_id(), endpoint["url"], endpoint["events"], new_webhook_secret())
     return new_webhook_response_schema.dump(row), 201
 
 
@@ -67,9 +67,9 @@ def create():
 @document(response=webhook_list_schema)
 @require_scope("read")
 def list_all():
-    """Return every endpoint, oldest first, without secrets."""
+    """Return the project's endpoints, oldest first, without secrets."""
     with get_services().db.cursor() as cur:
-        rows = list_endpoints(cur)
+        rows = list_endpoints(cur, current_project_id())
     return {"items": webhook_schema.dump(rows, many=True)}
 
 
@@ -79,7 +79,7 @@ def list_all():
 def delete(webhook_id):
     """Remove an endpoint and its delivery history; nothing more is sent to it."""
     with get_services().db.cursor() as cur:
-        if not delete_endpoint(cur, endpoint_id(webhook_id)):
+        if not delete_endpoint(cur, current_project_id(), endpoint_id(webhook_id)):
             raise NotFound("No webhook endpoint with this id.")
     return "", 204
 
@@ -92,7 +92,7 @@ def deliveries(webhook_id):
     args = load_args(page_args)
     limit = args["limit"]
     with get_services().db.cursor() as cur:
-        if not endpoint_exists(cur, endpoint_id(webhook_id)):
+        if not endpoint_exists(cur, current_project_id(), endpoint_id(webhook_id)):
             raise NotFound("No webhook endpoint with this id.")
         rows = list_deliveries(cur, endpoint_id(webhook_id), limit + 1, args["cursor"])
         rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
