@@ -18,12 +18,15 @@ def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
             cur.execute("TRUNCATE emails CASCADE")
             cur.execute("ALTER TABLE emails DROP COLUMN recipients CASCADE, DROP COLUMN last_error, "
                         "DROP COLUMN retry_pending CASCADE")  # fmt: skip
+            cur.execute("INSERT INTO projects (name) VALUES ('default') ON CONFLICT (name) DO NOTHING")
             cur.execute(
-                """INSERT INTO emails (id, status, from_addr, to_addrs, cc_addrs, subject, message_id, attempts)
-                   VALUES (gen_random_uuid(), 'SENT', 'a@example.com', '{"Bob <Bob@example.com>"}', '{c@example.com}',
-                           's', '<1@example.com>', 2),
-                          (gen_random_uuid(), 'PENDING', 'a@example.com', '{d@example.com}', '{}', 's',
-                           '<2@example.com>', 1)"""
+                """INSERT INTO emails (id, project_id, status, from_addr, to_addrs, cc_addrs, subject, message_id,
+                                       attempts)
+                   SELECT gen_random_uuid(), p.id, v.* FROM projects p, (VALUES
+                       ('SENT', 'a@example.com', '{"Bob <Bob@example.com>"}'::text[], '{c@example.com}'::text[],
+                        's', '<1@example.com>', 2),
+                       ('PENDING', 'a@example.com', '{d@example.com}', '{}', 's', '<2@example.com>', 1)) v
+                   WHERE p.name = 'default'"""
             )
         init_db(url)
         init_db(url)  # and again: nothing changes
