@@ -90,7 +90,7 @@ def upgraded(settings):
     init_db(UPGRADED_URL)
     app = create_app({**settings, "DATABASE_URL": UPGRADED_URL})
     yield app, {"X-API-Key": key}, emails
-    app.extensions["emailsvc"].mailer.close()
+    app.extensions["emailsvc"].mailers.close()
     services = app.extensions["emailsvc"]
     for database in {id(db): db for db in (services.db, services.read_db)}.values():
         if database._pool:  # so the database can be dropped
