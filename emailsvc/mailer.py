@@ -1,12 +1,15 @@
 """SMTP: build the MIME message of a log row and hand it to the relay over a reused connection."""
 
+import io
 import smtplib
 import ssl
 from email.errors import MessageError
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 from .addresses import addr_spec
+from .header_safety import CONTROL_CHARS, UnsafeMessage, check_serialised
 
 
 class PermanentFailure(Exception):
@@ -38,6 +41,7 @@ def build_message(row):
             msg.add_alternative(row["html"], subtype="html")
     else:
         msg.set_content(row["html"], subtype="html")
+    verify_headers(msg, row)
     return msg
 
 
@@ -95,7 +99,7 @@ class Mailer:
         """Send one log row; return the relay's reply, or raise PermanentFailure / TransientFailure."""
         try:
             msg = build_message(row)
-        except (ValueError, TypeError, MessageError) as exc:
+        except (ValueError, TypeError, MessageError) as exc:  # UnsafeMessage included
             raise PermanentFailure(f"The message could not be built: {exc}") from exc
         sender, recipients = addr_spec(row["from_addr"]), envelope_recipients(row)
         try:
@@ -150,3 +154,21 @@ class Mailer:
 
 def _text(value):
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def verify_headers(msg, row):
+    """Raise UnsafeMessage unless `msg` will go out with exactly the headers it was built with.
+
+    Defence in depth behind the API's checks, for rows that did not pass them (older rows, direct
+    writes) and for interpreters whose email package writes decoded CR/LF verbatim (before
+    CVE-2024-6923 was fixed): every header as decoded, then the message serialised as smtplib will
+    serialise it (SMTPUTF8 when an envelope address is not ASCII), with CRLF line ends.
+    """
+    for name, value in msg.items():
+        if CONTROL_CHARS.search(str(value)):
+            raise UnsafeMessage(f"The {name} header decodes to a line break or control character.")
+    envelope = [addr_spec(row["from_addr"]), *envelope_recipients(row)]
+    buffer = io.BytesIO()
+    policy = msg.policy.clone(linesep="\r\n", utf8=not all(a.isascii() for a in envelope))
+    BytesGenerator(buffer, policy=policy).flatten(msg)
+    check_serialised(buffer.getvalue(), msg.keys())

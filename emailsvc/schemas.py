@@ -3,13 +3,28 @@
 import datetime as dt
 import re
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
-from .addresses import CONTROL_CHARS, InvalidAddress, normalize_address
+from .addresses import MAX_ADDRESS_LENGTH, InvalidAddress, normalize_address
+from .header_safety import CONTROL_CHARS, header_value_problem
 
 MAX_RECIPIENTS = 50
+RECIPIENT_FIELDS = ("to", "cc", "bcc")
 MAX_METADATA_KEYS = 20
+MAX_HEADERS = 50
+MAX_HEADER_VALUE = 998  # RFC 5322's line limit
 # Custom headers a sender may set besides X-*; everything structural (From, To, Bcc, Content-Type,
 # Message-ID, Date, MIME-Version, …) is built by the service and cannot be overridden.
 ALLOWED_HEADERS = {"list-unsubscribe", "list-unsubscribe-post", "list-id", "in-reply-to", "references",
@@ -21,8 +36,13 @@ MAX_SCHEDULE_AHEAD = timedelta(days=30)
 class AddressField(fields.String):
     """One address, display name allowed; loads to its normalised header form."""
 
+    def __init__(self, **kwargs):
+        super().__init__(validate=validate.Length(min=1, max=MAX_ADDRESS_LENGTH), **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > MAX_ADDRESS_LENGTH:  # before parsing: validators run only after _deserialize
+            raise ValidationError(f"Must be at most {MAX_ADDRESS_LENGTH} characters.")
         try:
             return normalize_address(text)
         except InvalidAddress as exc:
@@ -47,18 +67,62 @@ def no_line_breaks(value):
         raise ValidationError("Must not contain line breaks or control characters.")
 
 
+def safe_subject(value):
+    """The subject as SMTP will see it: no control character once its encoded words are decoded."""
+    problem = header_value_problem("Subject", value)
+    if problem:
+        raise ValidationError(problem)
+
+
+def count_recipients(body):
+    """Count the recipients of a raw (not yet loaded) send body over to/cc/bcc, parsing none of them.
+
+    Cheap on any input, so it runs before any address is parsed; a request of several messages
+    sums it over them.
+    """
+    count = 0
+    for key in RECIPIENT_FIELDS:
+        value = body.get(key)
+        count += 1 if isinstance(value, str) else len(value) if isinstance(value, list) else 0
+    return count
+
+
+def size_problems(body, schema):
+    """Return errors for a raw send body whose size alone refuses it, before anything is parsed:
+    too many recipients, headers, metadata keys or unknown fields (a field is loaded, and an unknown
+    one reported, at some cost each)."""
+    errors = {}
+    if count_recipients(body) > MAX_RECIPIENTS:
+        errors["to"] = [f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc."]
+    for key, most in (("headers", MAX_HEADERS), ("metadata", MAX_METADATA_KEYS)):
+        if isinstance(body.get(key), dict) and len(body[key]) > most:
+            errors[key] = [f"At most {most} keys."]
+    if len(body) > len(schema.load_fields):
+        names = {field.data_key or name for name, field in schema.load_fields.items()}
+        for key in islice((key for key in body if key not in names), 10):
+            errors[key] = ["Unknown field."]
+    return errors
+
+
 class SendSchema(Schema):
     """The body of POST /email/send."""
 
-    to_addrs = AddressList(data_key="to", single=True, required=True, validate=validate.Length(min=1))
-    cc_addrs = AddressList(data_key="cc", load_default=list)
-    bcc_addrs = AddressList(data_key="bcc", load_default=list)
+    to_addrs = AddressList(
+        data_key="to", single=True, required=True, validate=validate.Length(min=1, max=MAX_RECIPIENTS)
+    )
+    cc_addrs = AddressList(data_key="cc", load_default=list, validate=validate.Length(max=MAX_RECIPIENTS))
+    bcc_addrs = AddressList(data_key="bcc", load_default=list, validate=validate.Length(max=MAX_RECIPIENTS))
     from_addr = AddressField(data_key="from", load_default=None)
     reply_to = AddressField(load_default=None)
-    subject = fields.String(required=True, validate=[validate.Length(min=1, max=998), no_line_breaks])
+    subject = fields.String(required=True, validate=[validate.Length(min=1, max=998), safe_subject])
     body = fields.String(load_default=None)
     html = fields.String(load_default=None)
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    headers = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(HEADER_NAME, error="Not a valid header name.")),
+        values=fields.String(validate=validate.Length(max=MAX_HEADER_VALUE)),
+        load_default=dict,
+        validate=validate.Length(max=MAX_HEADERS, error="At most {max} keys."),
+    )
     metadata = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=64)),
         values=fields.String(validate=validate.Length(max=500)),
@@ -72,16 +136,24 @@ class SendSchema(Schema):
         error_messages={"invalid_awareness": "Give a time with a UTC offset, e.g. 2026-12-01T09:00:00Z."},
     )
 
+    @pre_load
+    def bound_the_work(self, body, **kwargs):
+        errors = size_problems(body, self) if isinstance(body, dict) else {}
+        if errors:
+            raise ValidationError(errors)
+        return body
+
     @validates("headers")
     def check_headers(self, headers, **kwargs):
-        errors = {}
+        errors, seen = {}, set()
         for name, value in headers.items():
-            if not HEADER_NAME.match(name):
-                errors[name] = ["Not a valid header name."]
+            if name.lower() in seen:
+                errors[name] = ["Given twice: header names ignore letter case."]
             elif not (name.lower().startswith("x-") or name.lower() in ALLOWED_HEADERS):
                 errors[name] = ["Only X-* and list/threading headers may be set."]
-            elif CONTROL_CHARS.search(value) or len(value) > 998:
-                errors[name] = ["Must be at most 998 characters without line breaks."]
+            elif problem := header_value_problem(name, value):
+                errors[name] = [problem]
+            seen.add(name.lower())
         if errors:
             raise ValidationError(errors)
 
@@ -95,9 +167,6 @@ class SendSchema(Schema):
     def check_message(self, data, **kwargs):
         if not data.get("body") and not data.get("html"):
             raise ValidationError("Give a text `body`, an `html` body, or both.", "body")
-        count = sum(len(data.get(f, [])) for f in ("to_addrs", "cc_addrs", "bcc_addrs"))
-        if count > MAX_RECIPIENTS:
-            raise ValidationError(f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc.", "to")
 
 
 class EventSchema(Schema):
