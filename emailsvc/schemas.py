@@ -31,6 +31,21 @@ ALLOWED_HEADERS = {"list-unsubscribe", "list-unsubscribe-post", "list-id", "in-r
                    "auto-submitted", "precedence", "importance", "priority"}  # fmt: skip
 HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,76}$")
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+# What the document tells clients (and the fuzz) about free text: JSON Schema has no flag for "ignore
+# case" and no rule for what a decoder makes of a value, so these spell out the plain-text part.
+NO_CONTROLS_PATTERN = r"^[^\u0000-\u001f\u007f\u0085\u2028\u2029]*$"
+NO_NUL_PATTERN = r"^[^\u0000]*$"  # PostgreSQL text cannot hold NUL (see web.json_body)
+
+
+def _any_case(text):
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in text)
+
+
+SETTABLE_HEADER_PATTERN = (
+    "^(?:[Xx]-[A-Za-z0-9-]{1,75}|" + "|".join(_any_case(h) for h in sorted(ALLOWED_HEADERS)) + ")$"
+)
+HEADER_VALUE_DOC = ("At most 998 characters, no control characters (CR, LF, NUL, NEL, U+2028, U+2029, …), also "
+                    "once RFC 2047 encoded words are decoded; names unique ignoring letter case.")  # fmt: skip
 
 
 class AddressField(fields.String):
@@ -104,8 +119,17 @@ def size_problems(body, schema):
     return errors
 
 
+BODY_DOC = "Give a non-empty `body`, a non-empty `html`, or both."
+SEND_AT_DOC = ("An ISO 8601 date-time with a UTC offset, in the future and at most 30 days ahead; a past time "
+               "is not valid.")  # fmt: skip
+
+
 class SendSchema(Schema):
     """The body of POST /email/send."""
+
+    # JSON Schema cannot say "at least one of these, non-empty" on a property; the document adds this.
+    OPENAPI_EXTRA = {"anyOf": [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                               for name in ("body", "html")]}  # fmt: skip
 
     to_addrs = AddressList(
         data_key="to", single=True, required=True, validate=validate.Length(min=1, max=MAX_RECIPIENTS)
@@ -114,18 +138,24 @@ class SendSchema(Schema):
     bcc_addrs = AddressList(data_key="bcc", load_default=list, validate=validate.Length(max=MAX_RECIPIENTS))
     from_addr = AddressField(data_key="from", load_default=None)
     reply_to = AddressField(load_default=None)
-    subject = fields.String(required=True, validate=[validate.Length(min=1, max=998), safe_subject])
-    body = fields.String(load_default=None)
-    html = fields.String(load_default=None)
+    subject = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=998), safe_subject],
+        metadata={"pattern": NO_CONTROLS_PATTERN, "description": HEADER_VALUE_DOC.rsplit(";", 1)[0] + "."},
+    )
+    body = fields.String(load_default=None, metadata={"pattern": NO_NUL_PATTERN, "description": BODY_DOC})
+    html = fields.String(load_default=None, metadata={"pattern": NO_NUL_PATTERN, "description": BODY_DOC})
     headers = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(HEADER_NAME, error="Not a valid header name.")),
-        values=fields.String(validate=validate.Length(max=MAX_HEADER_VALUE)),
+        keys=fields.String(validate=validate.Regexp(HEADER_NAME, error="Not a valid header name."),
+                           metadata={"pattern": SETTABLE_HEADER_PATTERN}),
+        values=fields.String(validate=validate.Length(max=MAX_HEADER_VALUE), metadata={"pattern": NO_CONTROLS_PATTERN}),
         load_default=dict,
         validate=validate.Length(max=MAX_HEADERS, error="At most {max} keys."),
-    )
+        metadata={"description": "Custom headers: `X-…` or a list/threading header. " + HEADER_VALUE_DOC},
+    )  # fmt: skip
     metadata = fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=64)),
-        values=fields.String(validate=validate.Length(max=500)),
+        keys=fields.String(validate=validate.Length(min=1, max=64), metadata={"pattern": NO_NUL_PATTERN}),
+        values=fields.String(validate=validate.Length(max=500), metadata={"pattern": NO_NUL_PATTERN}),
         load_default=dict,
         validate=validate.Length(max=MAX_METADATA_KEYS, error="At most {max} keys."),
     )
@@ -134,6 +164,7 @@ class SendSchema(Schema):
         data_key="send_at",
         load_default=None,
         error_messages={"invalid_awareness": "Give a time with a UTC offset, e.g. 2026-12-01T09:00:00Z."},
+        metadata={"format": "future-date-time", "description": SEND_AT_DOC},
     )
 
     @pre_load
@@ -270,7 +301,11 @@ class NewSuppressionSchema(Schema):
     """The body of POST /suppressions."""
 
     address = AddressField(required=True)
-    reason = fields.String(load_default="manual", validate=[validate.Length(min=1, max=200), no_line_breaks])
+    reason = fields.String(
+        load_default="manual",
+        validate=[validate.Length(min=1, max=200), no_line_breaks],
+        metadata={"pattern": NO_CONTROLS_PATTERN},
+    )
 
 
 class SuppressionSchema(Schema):
@@ -278,14 +313,16 @@ class SuppressionSchema(Schema):
 
     address = fields.String()
     reason = fields.String()
-    email_id = fields.UUID()
+    email_id = fields.UUID(allow_none=True)
     created_at = fields.DateTime()
 
 
 class NewWebhookSchema(Schema):
     """The body of POST /webhooks; `events` defaults to all of them."""
 
-    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2000))
+    url = fields.Url(
+        required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(min=1, max=2000)
+    )
     events = fields.List(
         fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
         load_default=lambda: list(WEBHOOK_EVENTS),
@@ -306,8 +343,8 @@ class WebhookSchema(Schema):
     events = fields.List(fields.String())
     status = fields.Function(lambda row: "disabled" if row["disabled_at"] else "enabled")
     created_at = fields.DateTime()
-    failing_since = fields.DateTime()
-    disabled_at = fields.DateTime()
+    failing_since = fields.DateTime(allow_none=True)
+    disabled_at = fields.DateTime(allow_none=True)
 
 
 class NewWebhookResponseSchema(WebhookSchema):
