@@ -15,3 +15,15 @@ def test_smtp_security_is_read_leniently_but_a_typo_refuses_to_start():
     assert load_config({"SMTP_SECURITY": " STARTTLS "})["SMTP_SECURITY"] == "starttls"
     with pytest.raises(ValueError, match="SMTP_SECURITY"):
         load_config({"SMTP_SECURITY": "tls"})  # would otherwise send SMTP_PASSWORD in the clear
+
+
+def test_allowed_sender_domains_are_read_in_their_ascii_form():
+    config = load_config({"EMAIL_ALLOWED_FROM_DOMAINS": "Bücher.Example, shop.example., xn--caf-dma.example"})
+    assert config["EMAIL_ALLOWED_FROM_DOMAINS"] == ["xn--bcher-kva.example", "shop.example", "xn--caf-dma.example"]
+    with pytest.raises(ValueError, match="domain"):
+        load_config({"EMAIL_ALLOWED_FROM_DOMAINS": "bad..domain"})
+
+
+def test_special_use_names_are_accepted_unless_refused_by_the_setting():
+    assert load_config({})["EMAIL_REJECT_SPECIAL_USE"] is False
+    assert load_config({"EMAIL_REJECT_SPECIAL_USE": " True "})["EMAIL_REJECT_SPECIAL_USE"] is True
