@@ -22,9 +22,15 @@ from .header_safety import CONTROL_CHARS, header_value_problem
 
 MAX_RECIPIENTS = 50
 RECIPIENT_FIELDS = ("to", "cc", "bcc")
+# The parser's cost grows with the text (encoded display names most): over to/cc/bcc together, room
+# for 50 addresses of 160 characters, far more than display names need.
+MAX_RECIPIENTS_SIZE = 8 * 1024
 MAX_METADATA_KEYS = 20
 MAX_HEADERS = 50
 MAX_HEADER_VALUE = 998  # RFC 5322's line limit
+# All custom headers together, names and values: room for long List-Unsubscribe and References
+# headers, while the decoding every value gets (encoded words) stays a few milliseconds.
+MAX_HEADERS_SIZE = 16 * 1024
 # Custom headers a sender may set besides X-*; everything structural (From, To, Bcc, Content-Type,
 # Message-ID, Date, MIME-Version, …) is built by the service and cannot be overridden.
 ALLOWED_HEADERS = {"list-unsubscribe", "list-unsubscribe-post", "list-id", "in-reply-to", "references",
@@ -90,16 +96,22 @@ def safe_subject(value):
 
 
 def count_recipients(body):
-    """Count the recipients of a raw (not yet loaded) send body over to/cc/bcc, parsing none of them.
+    """Return (how many, how many characters) the recipients of a raw (not yet loaded) send body are
+    over to/cc/bcc, parsing none of them.
 
     Cheap on any input, so it runs before any address is parsed; a request of several messages
     sums it over them.
     """
-    count = 0
+    count = size = 0
     for key in RECIPIENT_FIELDS:
         value = body.get(key)
-        count += 1 if isinstance(value, str) else len(value) if isinstance(value, list) else 0
-    return count
+        if isinstance(value, str):
+            count, size = count + 1, size + len(value)
+        elif isinstance(value, list):
+            count += len(value)
+            if count <= MAX_RECIPIENTS:  # past that the count alone refuses it: measure no more
+                size += sum(len(item) for item in value if isinstance(item, str))
+    return count, size
 
 
 def size_problems(body, schema):
@@ -107,11 +119,19 @@ def size_problems(body, schema):
     too many recipients, headers, metadata keys or unknown fields (a field is loaded, and an unknown
     one reported, at some cost each)."""
     errors = {}
-    if count_recipients(body) > MAX_RECIPIENTS:
+    count, size = count_recipients(body)
+    if count > MAX_RECIPIENTS:
         errors["to"] = [f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc."]
+    elif size > MAX_RECIPIENTS_SIZE:
+        errors["to"] = [f"At most {MAX_RECIPIENTS_SIZE} characters of addresses over to, cc and bcc."]
     for key, most in (("headers", MAX_HEADERS), ("metadata", MAX_METADATA_KEYS)):
         if isinstance(body.get(key), dict) and len(body[key]) > most:
             errors[key] = [f"At most {most} keys."]
+    headers = body.get("headers")
+    if "headers" not in errors and isinstance(headers, dict):
+        size = sum(len(item) for pair in headers.items() for item in pair if isinstance(item, str))
+        if size > MAX_HEADERS_SIZE:
+            errors["headers"] = [f"At most {MAX_HEADERS_SIZE} characters of names and values together."]
     if len(body) > len(schema.load_fields):
         names = {field.data_key or name for name, field in schema.load_fields.items()}
         for key in islice((key for key in body if key not in names), 10):
@@ -151,7 +171,8 @@ class SendSchema(Schema):
         values=fields.String(validate=validate.Length(max=MAX_HEADER_VALUE), metadata={"pattern": NO_CONTROLS_PATTERN}),
         load_default=dict,
         validate=validate.Length(max=MAX_HEADERS, error="At most {max} keys."),
-        metadata={"description": "Custom headers: `X-…` or a list/threading header. " + HEADER_VALUE_DOC},
+        metadata={"description": f"Custom headers: `X-…` or a list/threading header; at most {MAX_HEADERS}, "
+                                 f"{MAX_HEADERS_SIZE} characters of names and values together. " + HEADER_VALUE_DOC},
     )  # fmt: skip
     metadata = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=64), metadata={"pattern": NO_NUL_PATTERN}),

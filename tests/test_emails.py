@@ -278,6 +278,8 @@ def test_a_10_mib_recipient_list_is_422_before_any_address_is_parsed(auth, clien
     [
         ({"to": "x" * 10_000_000 + "@example.com"}, "to"),
         ({"cc": ["N" * 400 + " <a@example.com>"]}, "cc"),
+        ({"to": [("N" * 150 + f" <a{i}@example.com>") for i in range(50)]}, "to"),  # 8 KiB over to/cc/bcc
+        ({"headers": {f"X-H{i}": "v" * 900 for i in range(20)}}, "headers"),  # 16 KiB over all headers
         ({"metadata": {f"k{i}": "v" for i in range(200_000)}}, "metadata"),
         ({"headers": {f"X-H{i}": "v" for i in range(200_000)}}, "headers"),
         ({f"field{i}": 1 for i in range(200_000)}, "field0"),

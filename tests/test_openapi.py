@@ -132,8 +132,8 @@ def real_values(case):
     """Give a schema-valid case the values the document names but no JSON Schema can define, in every
     phase (hooks reach only generated cases): addresses (format `mailbox`), IANA zones (`time-zone`),
     a future `send_at` (`future-date-time`), a cursor (checksummed: valid only as a page handed it
-    out), a webhook URL that resolves, header names unique ignoring case, and the 50 recipients counted over
-    three fields together."""
+    out), a webhook URL that resolves, header names unique ignoring case, and the sizes counted over several
+    fields together (50 recipients over three fields, 16 KiB over all custom headers)."""
     if case.meta is None or not case.meta.generation.mode.is_positive:
         return
     query, body = case.query if isinstance(case.query, dict) else {}, case.body if isinstance(case.body, dict) else {}
@@ -148,8 +148,8 @@ def real_values(case):
         body["send_at"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     if body.get("url"):
         body["url"] = "http://127.0.0.1:9/hooks"
-    if isinstance(body.get("headers"), dict):  # names are unique ignoring case, which no schema can say
-        body["headers"] = {name.lower(): value for name, value in body["headers"].items()}
+    if isinstance(body.get("headers"), dict):  # names unique ignoring case, and a size over all of them
+        body["headers"] = {name.lower(): value[:200] for name, value in body["headers"].items()}
     if "subject" in body:
         room = MAX_RECIPIENTS - (1 if isinstance(body.get("to"), str) else len(body.get("to") or []))
         for field in ("cc", "bcc"):
