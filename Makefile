@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVICES = eval "$$(bin/services)"
 
-.PHONY: help install run worker dashboard test test-fast lint bench bench-logs
+.PHONY: help install run worker dashboard test test-fast lint bench bench-logs bench-hostile
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: install  ## ruff
 bench: install  ## throughput: accept, delivery, end to end and memory, beside bare baselines (bench/throughput.py)
 	bin/bench-deps
 	$(PY) bench/throughput.py
+
+bench-hostile: install  ## CPU one hostile POST /email/send costs, refused or accepted (bench/hostile.py)
+	$(PY) bench/hostile.py $(BENCH_ARGS)
 
 bench-logs: install  ## GET /email/logs p50/p95 at 10k and ROWS rows (default 1000000) side by side; own databases
 	@$(SERVICES); $(PY) bench/logs.py --rows "$${ROWS:-1000000}" --pg "$$EMAILSVC_PG" \

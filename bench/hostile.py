@@ -6,7 +6,7 @@ Each body is sent through Flask's test client with a valid key (authentication, 
 validation, and for the accepted ones the insert and the enqueue), and timed with the process's
 CPU clock, best of `--repeats`; beside it, the CPU json.loads alone takes for the same bytes, which
 no validation can avoid once a body is read. MAX_CONTENT_LENGTH is raised to 16 MiB (the wave 2
-limit) so the largest bodies get past the 413. `make bench` does not run it; it needs only
+limit) so the largest bodies get past the 413. `make bench-hostile` runs it; it needs only
 PostgreSQL and Redis (bin/services finds or starts them).
 """
 
