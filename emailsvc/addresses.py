@@ -7,7 +7,7 @@ from email.utils import parseaddr
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
-from .header_safety import CONTROL_CHARS, ENCODED_WORD_START, NESTED, NO_CONTROLS
+from .header_safety import CONTROL_CHARS, ENCODED_WORD_START, NESTED, NO_CONTROLS, unwritable
 
 # Room for a display name besides the longest usable address (254): the parser's cost grows with the
 # text, so anything longer is refused before it is parsed.
@@ -81,13 +81,16 @@ def normalize_address(text):
     display_name, spec = parse_address(text)
     normalised = format_address(display_name, spec)
     # The builder parses the stored form again: a decoded display name must not decode a second time.
-    if ENCODED_WORD_START in normalised:
+    if ENCODED_WORD_START in text:
         try:
             again = _parse_one(normalised).display_name
         except InvalidAddress:
             again = None
         if again != display_name:
             raise InvalidAddress(NESTED)
+        problem = unwritable(_registry("to", normalised))
+        if problem:
+            raise InvalidAddress(problem)
     return normalised
 
 

@@ -22,6 +22,9 @@ class UnsafeMessage(ValueError):
     """The serialised message would not have exactly the headers it was built with."""
 
 
+UNWRITABLE = "Cannot be written as a header (malformed encoded words)."
+
+
 def decoded(name, value):
     """Return `value` as the header `name` holds it once Python's email package has decoded it."""
     if ENCODED_WORD_START not in value:
@@ -33,15 +36,29 @@ def header_value_problem(name, value):
     """Return why `value` may not be the header `name`, or None when it is safe as SMTP will see it.
 
     The decoded form must hold no control character, and must not decode again: the builder re-parses
-    what it is given, so an encoded word hidden inside another would be decoded there.
+    what it is given, so an encoded word hidden inside another would be decoded there. And it must
+    fold: some malformed words (an empty charset beside non-ASCII text) decode to bytes the folder
+    cannot write, which would only fail later, in the worker.
     """
     if CONTROL_CHARS.search(value):
         return NO_CONTROLS
-    once = decoded(name, value)
+    if ENCODED_WORD_START not in value:
+        return None
+    header = policy.default.header_factory(name, value)
+    once = str(header)
     if CONTROL_CHARS.search(once):
         return NO_CONTROLS
     if once != value and decoded(name, once) != once:
         return NESTED
+    return unwritable(header)
+
+
+def unwritable(header):
+    """Return UNWRITABLE when the parsed `header` cannot be folded for the wire, else None."""
+    try:
+        header.fold(policy=policy.default)
+    except (ValueError, LookupError, TypeError):  # UnicodeEncodeError is a ValueError
+        return UNWRITABLE
     return None
 
 

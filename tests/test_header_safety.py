@@ -115,7 +115,10 @@ FORMS = (
     + [({"headers": {"X-Campaign": "=?utf-8?q?a=0D=0AFrom:_ceo@bank.example?="}}, "headers")]
     + [({field: f"{name} <{field}@example.com>"}, field) for field in ("from", "reply_to") for name in ENCODED_NAMES]
     + [({field: [f"{name} <{field}@example.com>"]}, field) for field in ("to", "cc", "bcc") for name in ENCODED_NAMES]
-)
+    # Not a break, but what the email package can decode and then not write: the worker would fail.
+    + [({"subject": "=?utf-8?q?=FF?= é"}, "subject"), ({"headers": {"X-Tag": "=??q?=FF?= é"}}, "headers"),
+       ({"to": "=?unknown-8bit?q?=FF?= é <a@example.com>"}, "to")]
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(("changes", "field"), FORMS)
