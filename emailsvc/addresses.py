@@ -7,7 +7,7 @@ from email.utils import parseaddr
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
-from .header_safety import CONTROL_CHARS, ENCODED_WORD_START, NESTED, NO_CONTROLS, unwritable
+from .header_safety import CONTROL_CHARS, ENCODED_WORD_START, NESTED, NO_CONTROLS, UNWRITABLE, unwritable
 
 # Room for a display name besides the longest usable address (254): the parser's cost grows with the
 # text, so anything longer is refused before it is parsed.
@@ -88,9 +88,10 @@ def normalize_address(text):
             again = None
         if again != display_name:
             raise InvalidAddress(NESTED)
-        problem = unwritable(_registry("to", normalised))
-        if problem:
-            raise InvalidAddress(problem)
+        reparsed = _registry("to", normalised)
+        # Folding costs more than decoding; it can fail only on text it must encode again (not ASCII).
+        if (reparsed.defects or not normalised.isascii()) and unwritable(reparsed):
+            raise InvalidAddress(UNWRITABLE)
     return normalised
 
 

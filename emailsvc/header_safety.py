@@ -50,7 +50,8 @@ def header_value_problem(name, value):
         return NO_CONTROLS
     if once != value and decoded(name, once) != once:
         return NESTED
-    return unwritable(header)
+    # Folding costs more than decoding; it can fail only on text it must encode again (not ASCII).
+    return unwritable(header) if header.defects or not once.isascii() else None
 
 
 def unwritable(header):
