@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVICES = eval "$$(bin/services)"
 
-.PHONY: help install run worker dashboard test test-fast lint bench bench-logs bench-scaling bench-relay
+.PHONY: help install run worker dashboard test test-fast lint bench bench-logs bench-scaling bench-relay bench-hostile
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench-scaling: install  ## delivery mails/s by processes x SMTP_CONCURRENCY x re
 bench-relay: install  ## the ceiling of bench/relay.py (the latency relay of the benchmarks) beside smtp-sink
 	bin/bench-deps
 	$(PY) bench/relay_ceiling.py $(BENCH_ARGS)
+
+bench-hostile: install  ## CPU one hostile POST /email/send costs, refused or accepted (bench/hostile.py)
+	$(PY) bench/hostile.py $(BENCH_ARGS)
 
 bench-logs: install  ## GET /email/logs p50/p95: a 10k project alone, one beside a ROWS project (default 1000000), that one; own databases
 	@$(SERVICES); $(PY) bench/logs.py --rows "$${ROWS:-1000000}" --pg "$$EMAILSVC_PG" \

@@ -1,15 +1,25 @@
 """Parse and normalise email addresses with the standard library's header parser and email-validator."""
 
-import re
 from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address, HeaderRegistry
 from email.utils import parseaddr
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 
-# C0 controls and DEL, plus what Python's email package also treats as line breaks (NEL, U+2028/9):
-# it refuses to build a header holding any of them, so they are refused at the API instead.
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+from .header_safety import CONTROL_CHARS, ENCODED_WORD_START, NESTED, NO_CONTROLS, UNWRITABLE, unwritable
+
+# Room for a display name besides the longest usable address (254): the parser's cost grows with the
+# text, so anything longer is refused before it is parsed.
+MAX_ADDRESS_LENGTH = 320
+# RFC 6761 and later special-use and reserved names (IANA's registry, plus `.internal` and `.alt`):
+# accepted unless EMAIL_REJECT_SPECIAL_USE, since a relay that serves an intranet delivers to them.
+SPECIAL_USE_DOMAINS = ("alt", "arpa", "example", "example.com", "example.net", "example.org", "internal",
+                       "invalid", "local", "localhost", "onion", "test")  # fmt: skip
+NEVER_DELIVERABLE = ("invalid",)  # RFC 6761: guaranteed never to exist
+# email-validator refuses special-use names itself, by this module-level list, its documented switch;
+# emailsvc decides with its own list and setting instead, so the library's is emptied.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 _registry = HeaderRegistry()
 
 
@@ -17,24 +27,47 @@ class InvalidAddress(ValueError):
     """The text is not exactly one valid address."""
 
 
-def parse_address(text):
-    """Return (display name, addr-spec) of one address such as `Shop <shop@example.com>`."""
-    if CONTROL_CHARS.search(text):
-        raise InvalidAddress("Must not contain line breaks or control characters.")
+def _parse_one(text):
     try:
         header = _registry("to", text)
-    except Exception as exc:  # the parser raises assorted errors on hostile input
+    except Exception as exc:  # the parser raises assorted errors on hostile input (CR/LF decoded, …)
         raise InvalidAddress("Not a valid email address.") from exc
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if defects or len(header.addresses) != 1:
         raise InvalidAddress("Not a valid email address.")
-    parsed = header.addresses[0]
+    return header.addresses[0]
+
+
+def parse_address(text):
+    """Return (display name, addr-spec) of one address such as `Shop <shop@example.com>`.
+
+    The display name is returned decoded (RFC 2047), as the message builder will decode it.
+    """
+    if len(text) > MAX_ADDRESS_LENGTH:
+        raise InvalidAddress(f"Must be at most {MAX_ADDRESS_LENGTH} characters.")
+    if CONTROL_CHARS.search(text):
+        raise InvalidAddress(NO_CONTROLS)
+    parsed = _parse_one(text)
+    if CONTROL_CHARS.search(parsed.display_name):
+        raise InvalidAddress(NO_CONTROLS)
+    domain = parsed.domain.lower().rstrip(".")
     try:
-        checked = validate_email(parsed.addr_spec, check_deliverability=False)
+        # A dotless domain is refused (it is no mail domain) except localhost, the default sender's.
+        checked = validate_email(
+            parsed.addr_spec, check_deliverability=False, globally_deliverable=domain != "localhost"
+        )
     except EmailNotValidError as exc:
         raise InvalidAddress(f"Not a valid email address: {exc}") from exc
+    if is_special_use(checked.ascii_domain, NEVER_DELIVERABLE):
+        raise InvalidAddress("Not a valid email address: the domain is reserved and never exists.")
     # The ASCII form (punycode domain) is what relays accept; it exists unless the local part is not ASCII.
     return parsed.display_name, checked.ascii_email or checked.normalized
+
+
+def is_special_use(domain, names=SPECIAL_USE_DOMAINS):
+    """True when the (ASCII, normalised) `domain` is one of `names` or below one."""
+    domain = domain.lower()
+    return any(domain == name or domain.endswith("." + name) for name in names)
 
 
 def format_address(display_name, addr_spec):
@@ -45,7 +78,21 @@ def format_address(display_name, addr_spec):
 
 def normalize_address(text):
     """Return `text` as one valid, normalised address, or raise InvalidAddress."""
-    return format_address(*parse_address(text))
+    display_name, spec = parse_address(text)
+    normalised = format_address(display_name, spec)
+    # The builder parses the stored form again: a decoded display name must not decode a second time.
+    if ENCODED_WORD_START in text:
+        try:
+            again = _parse_one(normalised).display_name
+        except InvalidAddress:
+            again = None
+        if again != display_name:
+            raise InvalidAddress(NESTED)
+        reparsed = _registry("to", normalised)
+        # Folding costs more than decoding; it can fail only on text it must encode again (not ASCII).
+        if (reparsed.defects or not normalised.isascii()) and unwritable(reparsed):
+            raise InvalidAddress(UNWRITABLE)
+    return normalised
 
 
 def addr_spec(text):

@@ -2,6 +2,7 @@
 
 import os
 
+import idna
 from dotenv import load_dotenv
 
 DEFAULTS = {
@@ -19,6 +20,7 @@ DEFAULTS = {
     "SMTP_IDLE_TIMEOUT": "30",
     "EMAIL_DEFAULT_FROM": "no-reply@localhost",
     "EMAIL_ALLOWED_FROM_DOMAINS": "",
+    "EMAIL_REJECT_SPECIAL_USE": "false",
     "EMAIL_RETRY_INTERVALS": "10,60,300",
     "WORKER_PROCESSES": str(os.cpu_count() or 1),
     "RECONCILE_INTERVAL": "30",
@@ -45,6 +47,19 @@ def _split(value):
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _flag(value):
+    return value.strip().lower() in ("1", "true", "yes")
+
+
+def ascii_domain(name):
+    """Return a domain name in the ASCII (punycode) form addresses are stored in: bücher.example →
+    xn--bcher-kva.example, the same IDNA (UTS 46) mapping email-validator applies."""
+    try:
+        return idna.encode(name.strip().rstrip("."), uts46=True).decode("ascii").lower()
+    except idna.IDNAError as exc:
+        raise ValueError(f"Not a valid domain name: {name!r} ({exc})") from exc
+
+
 def load_config(environ=None):
     """Return the settings from `environ` (default: the process environment plus `.env`)."""
     if environ is None:
@@ -66,7 +81,8 @@ def load_config(environ=None):
         "SMTP_CONCURRENCY": concurrency,
         "SMTP_MAX_CONNECTIONS": int(raw["SMTP_MAX_CONNECTIONS"]) if raw["SMTP_MAX_CONNECTIONS"] else concurrency,
         "SMTP_IDLE_TIMEOUT": float(raw["SMTP_IDLE_TIMEOUT"]),
-        "EMAIL_ALLOWED_FROM_DOMAINS": [d.lower() for d in _split(raw["EMAIL_ALLOWED_FROM_DOMAINS"])],
+        "EMAIL_ALLOWED_FROM_DOMAINS": [ascii_domain(d) for d in _split(raw["EMAIL_ALLOWED_FROM_DOMAINS"])],
+        "EMAIL_REJECT_SPECIAL_USE": _flag(raw["EMAIL_REJECT_SPECIAL_USE"]),
         "EMAIL_RETRY_INTERVALS": [int(s) for s in _split(raw["EMAIL_RETRY_INTERVALS"])],
         "WORKER_PROCESSES": int(raw["WORKER_PROCESSES"]),
         "RECONCILE_INTERVAL": float(raw["RECONCILE_INTERVAL"]),
@@ -76,6 +92,6 @@ def load_config(environ=None):
         "WEBHOOK_RETRY_INTERVALS": [int(s) for s in _split(raw["WEBHOOK_RETRY_INTERVALS"])],
         "WEBHOOK_PROCESSES": int(raw["WEBHOOK_PROCESSES"]),
         "WEBHOOK_TIMEOUT": float(raw["WEBHOOK_TIMEOUT"]),
-        "WEBHOOK_ALLOW_PRIVATE": raw["WEBHOOK_ALLOW_PRIVATE"].strip().lower() in ("1", "true", "yes"),
+        "WEBHOOK_ALLOW_PRIVATE": _flag(raw["WEBHOOK_ALLOW_PRIVATE"]),
         "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
     }

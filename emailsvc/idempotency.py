@@ -5,8 +5,8 @@ import json
 
 from flask import request
 
-from .addresses import CONTROL_CHARS
 from .errors import IdempotencyConflict, InvalidParameter, RecipientSuppressed, ServiceUnavailable
+from .header_safety import CONTROL_CHARS
 from .queries.emails import insert_email
 from .queries.idempotency import find_keyed_email, insert_email_once
 

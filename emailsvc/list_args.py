@@ -27,7 +27,8 @@ class ClampedInteger(fields.String):
     """A whole number, brought into [low, high] rather than refused; anything else is an error."""
 
     def __init__(self, low, high, **kwargs):
-        super().__init__(**kwargs)
+        about = f"A whole number; outside {low}–{high} it is brought into that range. Empty means absent."
+        super().__init__(metadata={"pattern": r"^\s*[+-]?[0-9]+\s*$", "description": about}, **kwargs)
         self.low, self.high = low, high
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -41,17 +42,31 @@ class ClampedInteger(fields.String):
 class IsoDateTime(fields.String):
     """An ISO 8601 date or date-time; one without an offset is read as UTC."""
 
+    def __init__(self, **kwargs):
+        about = "ISO 8601 date or date-time (RFC 3339 date-times are valid); without an offset it is UTC."
+        super().__init__(metadata={"format": "date-time", "description": about}, **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
         text = BARE_OFFSET.sub(r"+\1", super()._deserialize(value, attr, data, **kwargs).strip())
         try:
             moment = datetime.fromisoformat(text)
         except ValueError as exc:
             raise ValidationError("Not an ISO 8601 date-time, e.g. 2026-11-28T09:00:00Z.") from exc
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        try:
+            # In UTC: PostgreSQL refuses offsets past ±15:59, which ISO 8601 (and Python) allow up to ±23:59.
+            return moment.astimezone(UTC)
+        except OverflowError as exc:  # year 1 minus an offset, or year 9999 plus one
+            raise ValidationError("Out of the range of dates.") from exc
 
 
 class TimeZoneField(fields.String):
     """An IANA time zone name such as Asia/Dhaka."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"format": "time-zone", "description": "An IANA time zone name, e.g. Asia/Dhaka."},
+                         **kwargs)  # fmt: skip
 
     def _deserialize(self, value, attr, data, **kwargs):
         # No zone name has a space, so one is a `+` (as in Etc/GMT+2) that the query string decoded.
@@ -65,6 +80,11 @@ class TimeZoneField(fields.String):
 class StatusField(fields.String):
     """One status, in any letter case."""
 
+    def __init__(self, **kwargs):
+        any_case = "|".join("".join(f"[{c}{c.lower()}]" for c in status) for status in LOG_STATUSES)
+        super().__init__(metadata={"pattern": f"^(?:{any_case})$", "description": "One status, in any letter case."},
+                         **kwargs)  # fmt: skip
+
     def _deserialize(self, value, attr, data, **kwargs):
         status = super()._deserialize(value, attr, data, **kwargs).upper()
         if status not in LOG_STATUSES:
@@ -76,7 +96,8 @@ class CursorField(fields.String):
     """A next_cursor from an earlier page of a list keyed by `key_type`; loads to its (created_at, key) position."""
 
     def __init__(self, key_type=uuid.UUID, **kwargs):
-        super().__init__(**kwargs)
+        about = "The `next_cursor` of the page before, as given: opaque and checksummed, so no other value is valid."
+        super().__init__(metadata={"description": about}, **kwargs)
         self.key_type = key_type
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -98,12 +119,14 @@ class PageArgs(Schema):
 
     @pre_load
     def one_value_each(self, args, **kwargs):
+        # An empty parameter (`cursor=`, as a form or a client library leaves it) means absent, as in most APIs.
         if not hasattr(args, "getlist"):
-            return args
-        repeated = {name: ["Give this parameter once."] for name in args if len(args.getlist(name)) > 1}
+            return {name: value for name, value in args.items() if value != ""}
+        given = {name: [value for value in args.getlist(name) if value != ""] for name in args}
+        repeated = {name: ["Give this parameter once."] for name, values in given.items() if len(values) > 1}
         if repeated:
             raise ValidationError(repeated)
-        return args.to_dict()
+        return {name: values[0] for name, values in given.items() if values}
 
 
 class TextKeyPageArgs(PageArgs):

@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from .addresses import addr_spec
+from .header_safety import CONTROL_CHARS, UnsafeMessage, check_serialised
 
 # RFC 3463: an enhanced status code opens the text of a reply ("550 5.1.1 No such user").
 ENHANCED_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -53,11 +54,21 @@ def build_message(row):
 
 
 def serialise(msg, international):
-    """Return the bytes DATA carries: CRLF line ends, and raw UTF-8 headers when the relay takes SMTPUTF8."""
+    """Return the bytes DATA carries: CRLF line ends, and raw UTF-8 headers when the relay takes SMTPUTF8.
+
+    Raise UnsafeMessage unless they carry exactly the headers the message was built with: defence in
+    depth behind the API's checks, for rows that did not pass them (older rows, direct writes) and for
+    interpreters whose email package writes decoded CR/LF verbatim (before CVE-2024-6923 was fixed).
+    """
+    for name, value in msg.items():
+        if CONTROL_CHARS.search(str(value)):
+            raise UnsafeMessage(f"The {name} header decodes to a line break or control character.")
     policy = msg.policy.clone(utf8=True) if international else msg.policy
     out = io.BytesIO()
     BytesGenerator(out, policy=policy).flatten(msg, linesep="\r\n")
-    return out.getvalue()
+    data = out.getvalue()
+    check_serialised(data, msg.keys())
+    return data
 
 
 @dataclass(frozen=True)

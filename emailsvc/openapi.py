@@ -44,27 +44,33 @@ REQUIRED_HEADERS = {401: ("WWW-Authenticate",), 429: (*RATE_HEADERS, "Retry-Afte
 FLASK_PARAM = re.compile(r"<(?:[a-z]+:)?(\w+)>")
 
 
-def document(*, body=None, query=None, response=None, status=200, errors=(), example=None):
+def document(*, body=None, query=None, response=None, status=200, also=(), errors=(), example=None):
     """Describe a view in GET /openapi.json; put it just below the route decorator.
 
     `body` and `query` are the input schemas the view loads (`example`, a sample body), `response`
-    the output schema it dumps with `status`, and `errors` the statuses the view itself raises; those
-    that follow from the rest (401/403/503 from the scope, 400/413/415/422 from a body, 429 from the
-    rate limits) are added.
+    the output schema it dumps with `status` (and with the other successes in `also`), and `errors`
+    the statuses the view itself raises; those that follow from the rest (401/403/503 from the scope,
+    400/413/415/422 from a body, 429 from the rate limits) are added.
     """
 
     def decorator(view):
-        view.openapi = {"body": body, "query": query, "response": response, "status": status, "errors": errors,
-                        "example": example}  # fmt: skip
+        view.openapi = {"body": body, "query": query, "response": response, "status": status, "also": also,
+                        "errors": errors, "example": example}  # fmt: skip
         return view
 
     return decorator
 
 
+ADDRESS_DOC = ('One address (`mailbox`: RFC 5322, a display name allowed: `"Shop <shop@example.com>"`), at most '
+               "320 characters; no control character in the display name, also once RFC 2047 encoded words are "
+               "decoded. Domains `.invalid` are refused; other special-use names (`.local`, `.test`, `localhost`, "
+               "…) unless EMAIL_REJECT_SPECIAL_USE.")  # fmt: skip
+
+
 def address_fields(self, field, ret, **kwargs):
     """Addresses take display names; `to` also takes one address as a plain string."""
     if isinstance(field, AddressField):
-        return {"description": 'One address; a display name is allowed: `"Shop <shop@example.com>"`.'}
+        return {"format": "mailbox", "description": ADDRESS_DOC}
     if not (isinstance(field, AddressList) and field.single):
         return {}
     many = {key: ret.pop(key) for key in ("type", "items", "minItems", "maxItems") if key in ret}
@@ -121,7 +127,8 @@ def _operation(endpoint, view, path):
         success["content"] = {"application/json": {"schema": doc["response"] or {"type": "object"}}}
     if limited:
         success["headers"].update({name: name for name in RATE_HEADERS})
-    operation["responses"] = {str(doc["status"]): success, **{str(s): ERRORS[s][0] for s in sorted(statuses)}}
+    successes = {str(status): success for status in (doc["status"], *doc["also"])}
+    operation["responses"] = {**successes, **{str(s): ERRORS[s][0] for s in sorted(statuses)}}
     return operation
 
 
@@ -148,7 +155,17 @@ def build_spec(app):
             continue
         operations = {m.lower(): _operation(rule.endpoint, view, rule.rule) for m in rule.methods - {"HEAD", "OPTIONS"}}
         spec.path(path=FLASK_PARAM.sub(r"{\1}", rule.rule), operations=operations)
-    return spec.to_dict()
+    document = spec.to_dict()
+    for operation in (op for path in document["paths"].values() for op in path.values()):
+        for parameter in operation.get("parameters", ()):
+            if parameter.get("in") == "query":
+                # list_args: an empty parameter (`cursor=`) is read as absent, whatever its rules.
+                parameter["schema"] = {"anyOf": [parameter["schema"], {"type": "string", "maxLength": 0}]}
+                parameter["allowEmptyValue"] = True
+    for schema_key, name in plugin.converter.refs.items():
+        # A whole-object rule no field can carry (SendSchema: body or html), from the schema class.
+        document["components"]["schemas"][name].update(getattr(schema_key[0], "OPENAPI_EXTRA", {}))
+    return document
 
 
 @bp.get("/openapi.json")

@@ -3,26 +3,67 @@
 import datetime as dt
 import re
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
-from .addresses import CONTROL_CHARS, InvalidAddress, normalize_address
+from .addresses import MAX_ADDRESS_LENGTH, InvalidAddress, normalize_address
+from .header_safety import CONTROL_CHARS, header_value_problem
 
 MAX_RECIPIENTS = 50
+RECIPIENT_FIELDS = ("to", "cc", "bcc")
+# The parser's cost grows with the text (encoded display names most): over to/cc/bcc together, room
+# for 50 addresses of 160 characters, far more than display names need.
+MAX_RECIPIENTS_SIZE = 8 * 1024
 MAX_METADATA_KEYS = 20
+MAX_HEADERS = 50
+MAX_HEADER_VALUE = 998  # RFC 5322's line limit
+# All custom headers together, names and values: room for long List-Unsubscribe and References
+# headers, while the decoding every value gets (encoded words) stays a few milliseconds.
+MAX_HEADERS_SIZE = 16 * 1024
 # Custom headers a sender may set besides X-*; everything structural (From, To, Bcc, Content-Type,
 # Message-ID, Date, MIME-Version, …) is built by the service and cannot be overridden.
 ALLOWED_HEADERS = {"list-unsubscribe", "list-unsubscribe-post", "list-id", "in-reply-to", "references",
                    "auto-submitted", "precedence", "importance", "priority"}  # fmt: skip
 HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,76}$")
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+# What the document tells clients (and the fuzz) about free text: JSON Schema has no flag for "ignore
+# case" and no rule for what a decoder makes of a value, so these spell out the plain-text part.
+NO_CONTROLS_PATTERN = r"^[^\u0000-\u001f\u007f\u0085\u2028\u2029]*$"
+NO_NUL_PATTERN = r"^[^\u0000]*$"  # PostgreSQL text cannot hold NUL (see web.json_body)
+
+
+def _any_case(text):
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in text)
+
+
+SETTABLE_HEADER_PATTERN = (
+    "^(?:[Xx]-[A-Za-z0-9-]{1,75}|" + "|".join(_any_case(h) for h in sorted(ALLOWED_HEADERS)) + ")$"
+)
+HEADER_VALUE_DOC = ("At most 998 characters, no control characters (CR, LF, NUL, NEL, U+2028, U+2029, …), also "
+                    "once RFC 2047 encoded words are decoded; names unique ignoring letter case.")  # fmt: skip
 
 
 class AddressField(fields.String):
     """One address, display name allowed; loads to its normalised header form."""
 
+    def __init__(self, **kwargs):
+        super().__init__(validate=validate.Length(min=1, max=MAX_ADDRESS_LENGTH), **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > MAX_ADDRESS_LENGTH:  # before parsing: validators run only after _deserialize
+            raise ValidationError(f"Must be at most {MAX_ADDRESS_LENGTH} characters.")
         try:
             return normalize_address(text)
         except InvalidAddress as exc:
@@ -47,21 +88,95 @@ def no_line_breaks(value):
         raise ValidationError("Must not contain line breaks or control characters.")
 
 
+def safe_subject(value):
+    """The subject as SMTP will see it: no control character once its encoded words are decoded."""
+    problem = header_value_problem("Subject", value)
+    if problem:
+        raise ValidationError(problem)
+
+
+def count_recipients(body):
+    """Return (how many, how many characters) the recipients of a raw (not yet loaded) send body are
+    over to/cc/bcc, parsing none of them.
+
+    Cheap on any input, so it runs before any address is parsed; a request of several messages
+    sums it over them.
+    """
+    count = size = 0
+    for key in RECIPIENT_FIELDS:
+        value = body.get(key)
+        if isinstance(value, str):
+            count, size = count + 1, size + len(value)
+        elif isinstance(value, list):
+            count += len(value)
+            if count <= MAX_RECIPIENTS:  # past that the count alone refuses it: measure no more
+                size += sum(len(item) for item in value if isinstance(item, str))
+    return count, size
+
+
+def size_problems(body, schema):
+    """Return errors for a raw send body whose size alone refuses it, before anything is parsed:
+    too many recipients, headers, metadata keys or unknown fields (a field is loaded, and an unknown
+    one reported, at some cost each)."""
+    errors = {}
+    count, size = count_recipients(body)
+    if count > MAX_RECIPIENTS:
+        errors["to"] = [f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc."]
+    elif size > MAX_RECIPIENTS_SIZE:
+        errors["to"] = [f"At most {MAX_RECIPIENTS_SIZE} characters of addresses over to, cc and bcc."]
+    for key, most in (("headers", MAX_HEADERS), ("metadata", MAX_METADATA_KEYS)):
+        if isinstance(body.get(key), dict) and len(body[key]) > most:
+            errors[key] = [f"At most {most} keys."]
+    headers = body.get("headers")
+    if "headers" not in errors and isinstance(headers, dict):
+        size = sum(len(item) for pair in headers.items() for item in pair if isinstance(item, str))
+        if size > MAX_HEADERS_SIZE:
+            errors["headers"] = [f"At most {MAX_HEADERS_SIZE} characters of names and values together."]
+    if len(body) > len(schema.load_fields):
+        names = {field.data_key or name for name, field in schema.load_fields.items()}
+        for key in islice((key for key in body if key not in names), 10):
+            errors[key] = ["Unknown field."]
+    return errors
+
+
+BODY_DOC = "Give a non-empty `body`, a non-empty `html`, or both."
+SEND_AT_DOC = ("An ISO 8601 date-time with a UTC offset, in the future and at most 30 days ahead; a past time "
+               "is not valid.")  # fmt: skip
+
+
 class SendSchema(Schema):
     """The body of POST /email/send."""
 
-    to_addrs = AddressList(data_key="to", single=True, required=True, validate=validate.Length(min=1))
-    cc_addrs = AddressList(data_key="cc", load_default=list)
-    bcc_addrs = AddressList(data_key="bcc", load_default=list)
+    # JSON Schema cannot say "at least one of these, non-empty" on a property; the document adds this.
+    OPENAPI_EXTRA = {"anyOf": [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                               for name in ("body", "html")]}  # fmt: skip
+
+    to_addrs = AddressList(
+        data_key="to", single=True, required=True, validate=validate.Length(min=1, max=MAX_RECIPIENTS)
+    )
+    cc_addrs = AddressList(data_key="cc", load_default=list, validate=validate.Length(max=MAX_RECIPIENTS))
+    bcc_addrs = AddressList(data_key="bcc", load_default=list, validate=validate.Length(max=MAX_RECIPIENTS))
     from_addr = AddressField(data_key="from", load_default=None)
     reply_to = AddressField(load_default=None)
-    subject = fields.String(required=True, validate=[validate.Length(min=1, max=998), no_line_breaks])
-    body = fields.String(load_default=None)
-    html = fields.String(load_default=None)
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    subject = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=998), safe_subject],
+        metadata={"pattern": NO_CONTROLS_PATTERN, "description": HEADER_VALUE_DOC.rsplit(";", 1)[0] + "."},
+    )
+    body = fields.String(load_default=None, metadata={"pattern": NO_NUL_PATTERN, "description": BODY_DOC})
+    html = fields.String(load_default=None, metadata={"pattern": NO_NUL_PATTERN, "description": BODY_DOC})
+    headers = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(HEADER_NAME, error="Not a valid header name."),
+                           metadata={"pattern": SETTABLE_HEADER_PATTERN}),
+        values=fields.String(validate=validate.Length(max=MAX_HEADER_VALUE), metadata={"pattern": NO_CONTROLS_PATTERN}),
+        load_default=dict,
+        validate=validate.Length(max=MAX_HEADERS, error="At most {max} keys."),
+        metadata={"description": f"Custom headers: `X-…` or a list/threading header; at most {MAX_HEADERS}, "
+                                 f"{MAX_HEADERS_SIZE} characters of names and values together. " + HEADER_VALUE_DOC},
+    )  # fmt: skip
     metadata = fields.Dict(
-        keys=fields.String(validate=validate.Length(min=1, max=64)),
-        values=fields.String(validate=validate.Length(max=500)),
+        keys=fields.String(validate=validate.Length(min=1, max=64), metadata={"pattern": NO_NUL_PATTERN}),
+        values=fields.String(validate=validate.Length(max=500), metadata={"pattern": NO_NUL_PATTERN}),
         load_default=dict,
         validate=validate.Length(max=MAX_METADATA_KEYS, error="At most {max} keys."),
     )
@@ -70,18 +185,27 @@ class SendSchema(Schema):
         data_key="send_at",
         load_default=None,
         error_messages={"invalid_awareness": "Give a time with a UTC offset, e.g. 2026-12-01T09:00:00Z."},
+        metadata={"format": "future-date-time", "description": SEND_AT_DOC},
     )
+
+    @pre_load
+    def bound_the_work(self, body, **kwargs):
+        errors = size_problems(body, self) if isinstance(body, dict) else {}
+        if errors:
+            raise ValidationError(errors)
+        return body
 
     @validates("headers")
     def check_headers(self, headers, **kwargs):
-        errors = {}
+        errors, seen = {}, set()
         for name, value in headers.items():
-            if not HEADER_NAME.match(name):
-                errors[name] = ["Not a valid header name."]
+            if name.lower() in seen:
+                errors[name] = ["Given twice: header names ignore letter case."]
             elif not (name.lower().startswith("x-") or name.lower() in ALLOWED_HEADERS):
                 errors[name] = ["Only X-* and list/threading headers may be set."]
-            elif CONTROL_CHARS.search(value) or len(value) > 998:
-                errors[name] = ["Must be at most 998 characters without line breaks."]
+            elif problem := header_value_problem(name, value):
+                errors[name] = [problem]
+            seen.add(name.lower())
         if errors:
             raise ValidationError(errors)
 
@@ -95,9 +219,6 @@ class SendSchema(Schema):
     def check_message(self, data, **kwargs):
         if not data.get("body") and not data.get("html"):
             raise ValidationError("Give a text `body`, an `html` body, or both.", "body")
-        count = sum(len(data.get(f, [])) for f in ("to_addrs", "cc_addrs", "bcc_addrs"))
-        if count > MAX_RECIPIENTS:
-            raise ValidationError(f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc.", "to")
 
 
 class EventSchema(Schema):
@@ -240,7 +361,11 @@ class NewSuppressionSchema(Schema):
     """The body of POST /suppressions."""
 
     address = AddressField(required=True)
-    reason = fields.String(load_default="manual", validate=[validate.Length(min=1, max=200), no_line_breaks])
+    reason = fields.String(
+        load_default="manual",
+        validate=[validate.Length(min=1, max=200), no_line_breaks],
+        metadata={"pattern": NO_CONTROLS_PATTERN},
+    )
 
 
 class SuppressionSchema(Schema):
@@ -248,14 +373,16 @@ class SuppressionSchema(Schema):
 
     address = fields.String()
     reason = fields.String()
-    email_id = fields.UUID()
+    email_id = fields.UUID(allow_none=True)
     created_at = fields.DateTime()
 
 
 class NewWebhookSchema(Schema):
     """The body of POST /webhooks; `events` defaults to all of them."""
 
-    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=2000))
+    url = fields.Url(
+        required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(min=1, max=2000)
+    )
     events = fields.List(
         fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
         load_default=lambda: list(WEBHOOK_EVENTS),
@@ -276,8 +403,8 @@ class WebhookSchema(Schema):
     events = fields.List(fields.String())
     status = fields.Function(lambda row: "disabled" if row["disabled_at"] else "enabled")
     created_at = fields.DateTime()
-    failing_since = fields.DateTime()
-    disabled_at = fields.DateTime()
+    failing_since = fields.DateTime(allow_none=True)
+    disabled_at = fields.DateTime(allow_none=True)
 
 
 class NewWebhookResponseSchema(WebhookSchema):

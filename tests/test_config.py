@@ -25,3 +25,15 @@ def test_smtp_max_connections_follows_the_concurrency_unless_set():
     for bad in ({"SMTP_CONCURRENCY": "0"}, {"SMTP_MAX_CONNECTIONS": "0"}):
         with pytest.raises(ValueError, match="at least 1"):  # no loop, or no connection: nothing would ever be sent
             load_config(bad)
+
+
+def test_allowed_sender_domains_are_read_in_their_ascii_form():
+    config = load_config({"EMAIL_ALLOWED_FROM_DOMAINS": "Bücher.Example, shop.example., xn--caf-dma.example"})
+    assert config["EMAIL_ALLOWED_FROM_DOMAINS"] == ["xn--bcher-kva.example", "shop.example", "xn--caf-dma.example"]
+    with pytest.raises(ValueError, match="domain"):
+        load_config({"EMAIL_ALLOWED_FROM_DOMAINS": "bad..domain"})
+
+
+def test_special_use_names_are_accepted_unless_refused_by_the_setting():
+    assert load_config({})["EMAIL_REJECT_SPECIAL_USE"] is False
+    assert load_config({"EMAIL_REJECT_SPECIAL_USE": " True "})["EMAIL_REJECT_SPECIAL_USE"] is True

@@ -6,7 +6,7 @@ from email.utils import parsedate_to_datetime
 
 import psycopg2
 import pytest
-from conftest import TEST_REDIS_URL, run_jobs, wait_for
+from conftest import TEST_REDIS_URL, make_key, run_jobs, wait_for
 from redis import Redis
 from rq import Queue
 
@@ -100,8 +100,6 @@ def test_display_names_and_international_addresses_are_accepted(client, auth):
 def test_sender_outside_the_allowed_domains_is_refused(settings, auth):
     app = create_app({**settings, "EMAIL_ALLOWED_FROM_DOMAINS": "shop.example"})
     client = app.test_client()
-    from conftest import make_key
-
     headers = {"X-API-Key": make_key(app)}
     assert send(client, headers, **{"from": "Shop <orders@shop.example>"}).status_code == 201
     refused = send(client, headers, **{"from": "ceo@bank.example"})
@@ -219,3 +217,79 @@ def test_a_scheduled_message_is_sent_once_due(client, auth, app, smtp):
     assert dated == datetime.fromisoformat(log["scheduled_at"]).replace(microsecond=0)  # dated when due
     body = client.get(f"/email/logs/{log['id']}", headers=auth).get_json()
     assert body["status"] == "SENT" and [e["type"] for e in body["events"]] == ["scheduled", "sending", "sent"]
+
+
+@pytest.mark.parametrize("to", ["user@corp.local", "ops@localhost", "qa@staging.test", "svc@db.internal"])
+def test_intranet_addresses_are_accepted_by_default_and_sent(client, auth, app, smtp, to):
+    assert send(client, auth, to=to, **{"from": "Ops <ops@localhost>"}).status_code == 201
+    run_jobs(app)
+    [(mail_from, recipients, _)] = smtp.received
+    assert (mail_from, recipients) == ("ops@localhost", [to])
+
+
+def test_special_use_names_are_refused_when_the_setting_says_so(settings):
+    app = create_app({**settings, "EMAIL_REJECT_SPECIAL_USE": "true"})
+    client, headers = app.test_client(), {"X-API-Key": make_key(app)}
+    refused = send(client, headers, to="user@corp.local", cc=["partner@shop.co"], bcc=["b@x.test"],
+                   reply_to="help@localhost", **{"from": "shop@shop.internal"})  # fmt: skip
+    assert refused.status_code == 422
+    assert set(refused.get_json()["error"]["details"]) == {"to", "bcc", "reply_to", "from"}
+    # The default sender (no-reply@localhost) is the operator's choice, not the request's.
+    assert send(client, headers, to="someone@mail.shop.co").status_code == 201
+
+
+def test_the_invalid_domain_is_refused_whatever_the_setting(client, auth):
+    response = send(client, auth, to="someone@nowhere.invalid")
+    assert response.status_code == 422 and "to" in response.get_json()["error"]["details"]
+
+
+@pytest.mark.parametrize(("allowed", "sender"), [("bücher.example", "Shop <shop@xn--bcher-kva.example>"),
+                                                 ("xn--bcher-kva.example", "shop@bücher.example"),
+                                                 ("BÜCHER.example", "shop@Bücher.Example")])  # fmt: skip
+def test_allowed_sender_domains_match_in_either_idna_form(settings, allowed, sender):
+    app = create_app({**settings, "EMAIL_ALLOWED_FROM_DOMAINS": f"other.example, {allowed}"})
+    client, headers = app.test_client(), {"X-API-Key": make_key(app)}
+    assert send(client, headers, **{"from": sender}).status_code == 201
+    assert send(client, headers, **{"from": "shop@buecher.example"}).status_code == 422
+
+
+def test_51_custom_headers_are_422(client, auth):
+    headers = {f"X-H{i}": "v" for i in range(51)}
+    response = send(client, auth, headers=headers)
+    assert response.status_code == 422 and "headers" in response.get_json()["error"]["details"]
+    assert send(client, auth, headers=dict(list(headers.items())[:50])).status_code == 201
+
+
+def test_header_names_differing_only_in_case_are_422(client, auth):
+    response = send(client, auth, headers={"X-Campaign": "a", "x-campaign": "b"})
+    assert response.status_code == 422
+    assert "x-campaign" in response.get_json()["error"]["details"]["headers"]
+
+
+def test_a_10_mib_recipient_list_is_422_before_any_address_is_parsed(auth, client, database):
+    to = ["someone.with.a.long.name@example.com"] * ((10 * 1024 * 1024 - 1024) // 40)  # just under the 413
+    response = send(client, auth, to=to)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == {"to": ["At most 50 recipients over to, cc and bcc."]}
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM emails")
+        assert cur.fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"to": "x" * 10_000_000 + "@example.com"}, "to"),
+        ({"cc": ["N" * 400 + " <a@example.com>"]}, "cc"),
+        ({"to": [("N" * 150 + f" <a{i}@example.com>") for i in range(50)]}, "to"),  # 8 KiB over to/cc/bcc
+        ({"headers": {f"X-H{i}": "v" * 900 for i in range(20)}}, "headers"),  # 16 KiB over all headers
+        ({"metadata": {f"k{i}": "v" for i in range(200_000)}}, "metadata"),
+        ({"headers": {f"X-H{i}": "v" for i in range(200_000)}}, "headers"),
+        ({f"field{i}": 1 for i in range(200_000)}, "field0"),
+    ],
+)
+def test_oversized_fields_are_refused_before_they_are_parsed(client, auth, changes, field):
+    response = send(client, auth, **changes)
+    assert response.status_code == 422
+    details = response.get_json()["error"]["details"]
+    assert field in details and len(details) <= 11  # a bounded answer, not one entry per item

@@ -89,6 +89,13 @@ def test_text_the_database_cannot_store_is_422_not_500(client, auth, raw, field)
     assert field in error["details"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-8-sig"])
+def test_nul_is_found_in_every_encoding_json_reads(client, auth, encoding):
+    text = '{"to": "a@example.com", "subject": "s", "body": "a\\u0000b"}'
+    response = client.post("/email/send", data=text.encode(encoding), content_type="application/json", headers=auth)
+    assert "body" in assert_error(response, 422, "validation_error")["details"]
+
+
 def test_a_query_parameter_holding_nul_is_400_invalid_parameter(client, auth):
     assert_error(client.get("/email/logs/x?to=a%00b", headers=auth), 400, "invalid_parameter")
 

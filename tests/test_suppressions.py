@@ -79,6 +79,21 @@ def test_the_list_is_paged_newest_first_by_cursor(client, auth):
     assert seen == addresses[::-1]
 
 
+def test_empty_paging_parameters_are_read_as_absent(client, auth):
+    suppress(client, auth, "user@example.com")
+    response = client.get("/suppressions?limit=&cursor=", headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [item["address"] for item in body["items"]] == ["user@example.com"]
+    assert body["pagination"] == {"limit": 10, "next_cursor": None}
+
+
+def test_an_empty_address_is_refused_as_the_document_says(client, auth):
+    assert suppress(client, auth, "").status_code == 422
+    schema = client.get("/openapi.json").get_json()["components"]["schemas"]["NewSuppression"]["properties"]["address"]
+    assert schema["minLength"] == 1
+
+
 @pytest.mark.parametrize("limit, expected", [("0", 1), ("-3", 1), ("1000", 100), ("7", 7)])
 def test_limits_are_clamped(client, auth, limit, expected):
     body = client.get("/suppressions", query_string={"limit": limit}, headers=auth).get_json()

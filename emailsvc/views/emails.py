@@ -5,7 +5,7 @@ import uuid
 from flask import Blueprint, current_app, g
 from redis.exceptions import RedisError
 
-from ..addresses import domain_of, suppression_keys
+from ..addresses import domain_of, is_special_use, suppression_keys
 from ..auth import current_project_id, require_scope
 from ..errors import NotFound, ServiceUnavailable, ValidationFailed
 from ..idempotency import idempotency_key, record_email
@@ -30,6 +30,20 @@ def check_sender(sender):
         raise ValidationFailed(details={"from": ["This sender domain is not allowed."]})
 
 
+def check_special_use(email):
+    """With EMAIL_REJECT_SPECIAL_USE, refuse the request's addresses at special-use names (.local,
+    .test, localhost…); EMAIL_DEFAULT_FROM is the operator's own choice and is not checked."""
+    if not current_app.config["EMAIL_REJECT_SPECIAL_USE"]:
+        return
+    fields = {"to": email["to_addrs"], "cc": email["cc_addrs"], "bcc": email["bcc_addrs"],
+              "from": [email["from_addr"]], "reply_to": [email["reply_to"]]}  # fmt: skip
+    refused = [field for field, addresses in fields.items()
+               if any(a and is_special_use(domain_of(a)) for a in addresses)]  # fmt: skip
+    if refused:
+        message = "Special-use domain names (.local, .test, localhost, …) are refused by this service."
+        raise ValidationFailed(details={field: [message] for field in refused})
+
+
 @bp.post("/send")
 @document(body=send_schema, example=SEND_EXAMPLE, response=log_schema, status=201)
 @require_scope("send")
@@ -37,6 +51,7 @@ def send():
     """Validate, record as PENDING (or SCHEDULED), queue, and answer 201 with the log."""
     body, key = json_body(), idempotency_key()
     email = send_schema.load(body)
+    check_special_use(email)
     email["from_addr"] = email["from_addr"] or current_app.config["EMAIL_DEFAULT_FROM"]
     check_sender(email["from_addr"])
     email_id = uuid.uuid4()

@@ -32,7 +32,7 @@ def list_entries():
 
 
 @bp.post("")
-@document(body=new_suppression_schema, response=suppression_schema, status=201)
+@document(body=new_suppression_schema, response=suppression_schema, status=201, also=[200])
 @require_scope("send")
 def add():
     """Suppress an address: 201 when new, 200 with the existing entry when already listed."""
