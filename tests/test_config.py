@@ -25,3 +25,11 @@ def test_smtp_max_connections_follows_the_concurrency_unless_set():
     for bad in ({"SMTP_CONCURRENCY": "0"}, {"SMTP_MAX_CONNECTIONS": "0"}):
         with pytest.raises(ValueError, match="at least 1"):  # no loop, or no connection: nothing would ever be sent
             load_config(bad)
+
+
+def test_the_page_is_off_without_a_secret_key_and_a_short_one_refuses_to_start():
+    config = load_config({})
+    assert config["SECRET_KEY"] == "" and config["SESSION_COOKIE_SECURE"] is True and config["DEV_MAIL_DIR"] == ""
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        load_config({"SECRET_KEY": "hunter2"})
+    assert load_config({"SECRET_KEY": "k" * 32, "SESSION_COOKIE_SECURE": "false"})["SESSION_COOKIE_SECURE"] is False
