@@ -158,15 +158,23 @@ def test_dev_mail_lists_and_shows_the_sinks_files_only(settings, tmp_path, key):
         b"Subject: =?utf-8?q?Caf=C3=A9?=\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello</p>\r\n"
     )
     (tmp_path / "secret.txt").write_text("not mail")
+    (tmp_path / "link.eml").symlink_to(tmp_path / "secret.txt")  # the sink writes files, never links
     app = create_app({**settings, "DEV_MAIL_DIR": str(tmp_path)})
     browser = app.test_client()
     sign_in(browser, key)
     listing = browser.get("/ui/dev/mail").get_data(as_text=True)
-    assert "Café" in listing and "secret.txt" not in listing
+    assert "Café" in listing and "secret.txt" not in listing and "link.eml" not in listing
     assert browser.get("/ui/dev/mail/20261203T101500-abcd1234.eml/preview").get_data(as_text=True) == "<p>Hello</p>\r\n"
-    for name in ("secret.txt", "..%2Fsecret.txt", "%2Fetc%2Fpasswd", "nope.eml"):
+    for name in ("secret.txt", "..%2Fsecret.txt", "%2Fetc%2Fpasswd", "nope.eml", "link.eml"):
         assert browser.get(f"/ui/dev/mail/{name}").status_code == 404
     off = create_app(settings)  # no DEV_MAIL_DIR
     other = off.test_client()
     sign_in(other, key)
     assert other.get("/ui/dev/mail").status_code == 404
+
+
+def test_a_database_outage_is_an_html_page_not_a_traceback(settings):
+    down = create_app({**settings, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}).test_client()
+    response = sign_in(down, "esk_" + "x" * 43)
+    assert response.status_code == 503 and response.mimetype == "text/html"
+    assert "database is unavailable" in response.get_data(as_text=True) and response.headers["Retry-After"]

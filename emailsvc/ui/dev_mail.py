@@ -36,7 +36,7 @@ def mail_dir():
 def caught_file(name):
     """The file of one caught message, by its bare name; NotFound for anything else."""
     path = mail_dir() / name
-    if not FILE_NAME.fullmatch(name) or not path.is_file() or path.stat().st_size > LARGEST:
+    if not FILE_NAME.fullmatch(name) or path.is_symlink() or not path.is_file() or path.stat().st_size > LARGEST:
         raise NotFound("No such message in the development mail folder.")
     return path
 
@@ -58,7 +58,8 @@ def headers_of(path):
 @require_scope("read")
 def caught():
     """The newest caught messages first (the sink's names begin with the time)."""
-    names = sorted((p.name for p in mail_dir().glob("*.eml") if FILE_NAME.fullmatch(p.name)), reverse=True)
+    found = mail_dir().glob("*.eml")
+    names = sorted((p.name for p in found if FILE_NAME.fullmatch(p.name) and not p.is_symlink()), reverse=True)
     return render_template("ui/dev_mail.html", messages=[(n, headers_of(mail_dir() / n)) for n in names[:LISTED]],
                            total=len(names), directory=mail_dir())  # fmt: skip
 
