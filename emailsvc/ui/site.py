@@ -84,15 +84,6 @@ bp.before_request(load_session_key)
 bp.before_request(check_csrf)
 
 
-@bp.app_context_processor
-def page_globals():
-    key = g.get("api_key")
-    scopes = set(key["scopes"]) if key else set()
-    return {"csrf_token": csrf_token, "signed_in": key, "reads_mail": bool(scopes & set(SCOPES)),
-            "operator": OPERATOR in scopes, "scopes": scopes}  # fmt: skip
-
-
-@bp.app_template_filter("when")
 def when(moment):
     """A time as the page shows it: UTC, to the second (`moment`: a datetime, or ISO 8601 text from jsonb)."""
     if not moment:
@@ -100,6 +91,16 @@ def when(moment):
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_context_processor
+def page_globals():
+    key = g.get("api_key")
+    scopes = set(key["scopes"]) if key else set()
+    # `when` is a global rather than a filter: registering a filter makes the app build its Jinja
+    # environment, which refers back to the app, at create_app already.
+    return {"csrf_token": csrf_token, "signed_in": key, "reads_mail": bool(scopes & set(SCOPES)),
+            "operator": OPERATOR in scopes, "scopes": scopes, "when": when}  # fmt: skip
 
 
 def error_page(status, message, headers):
