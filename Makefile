@@ -23,8 +23,9 @@ worker: install  ## one more worker against the development database and Redis
 	@$(SERVICES); DATABASE_URL="$${DATABASE_URL:-$$EMAILSVC_PG/emailsvc}" \
 	  REDIS_URL="$${REDIS_URL:-$$EMAILSVC_REDIS/0}" $(PY) worker.py
 
-dashboard: install  ## rq-dashboard on 127.0.0.1:9181 behind HTTP Basic Auth
-	bin/dashboard
+dashboard:  ## where rq-dashboard is: /ui/queues/ of the running service, for an operator key
+	@echo "rq-dashboard is at http://127.0.0.1:8000/ui/queues/ while 'make run' runs (SECRET_KEY set elsewhere);"
+	@echo "sign in with an operator key: .venv/bin/flask --app wsgi api-keys create ops --scopes operator"
 
 test: install  ## the whole suite, fault tests included, against its own database and Redis db
 	@$(SERVICES); export TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$EMAILSVC_PG/emailsvc_test}" \

@@ -9,6 +9,7 @@ from .config import load_config
 from .errors import register_error_handlers
 from .limits import init_limiter
 from .services import Services
+from .ui import init_ui
 from .views import delivery_events, emails, health, logs, projects, suppressions, webhooks
 from .web import register_request_hooks
 
@@ -32,5 +33,6 @@ def create_app(config=None):
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(projects.bp)
     app.register_blueprint(openapi.bp)
+    init_ui(app)
     register_commands(app)
     return app

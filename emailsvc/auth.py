@@ -49,30 +49,38 @@ def presented_key():
 def load_api_key():
     """Look up the request's key once, before rate limiting needs to know who is asking.
 
-    A malformed key, or any key from an address that has presented too many unknown ones, is never
-    looked up: guessing keys costs no database queries. Whatever is wrong with the key, only an
-    endpoint that needs one fails; /healthz must answer whatever a probe sends.
+    Whatever is wrong with the key, only an endpoint that needs one fails; /healthz must answer
+    whatever a probe sends.
     """
     g.api_key = g.key_lookup_error = None
     key = presented_key()
-    if key is None or not KEY_SHAPE.fullmatch(key):
+    if key is None:
         return
+    try:
+        g.api_key = look_up_key(key)
+    except (RateLimited, DatabaseUnavailable) as exc:
+        g.key_lookup_error = exc  # 429 or 503 where a key is needed
+
+
+def look_up_key(key):
+    """Return the active key row of the key text `key`, or None; for the API's header and the page's sign-in.
+
+    A malformed key, or any key from an address that has presented too many unknown ones (RateLimited),
+    is never looked up: guessing keys costs no database queries.
+    """
+    if not KEY_SHAPE.fullmatch(key):
+        return None
     unknown_keys = current_app.extensions["emailsvc.unknown_keys"]
     wait = unknown_keys.retry_after(request.remote_addr)
     if wait:
-        g.key_lookup_error = too_many_unknown_keys(unknown_keys.limit, wait)
-        return
+        raise too_many_unknown_keys(unknown_keys.limit, wait)
     digest = hash_key(key)
-    try:
-        with get_services().db.cursor() as cur:
-            row = find_active_api_key(cur, digest)
-    except DatabaseUnavailable as exc:
-        g.key_lookup_error = exc  # 503 where a key is needed
-        return
+    with get_services().db.cursor() as cur:
+        row = find_active_api_key(cur, digest)
     if row is not None and hmac.compare_digest(bytes(row["key_hash"]), digest):
-        g.api_key = row
-    else:
-        unknown_keys.failed(request.remote_addr)
+        return row
+    unknown_keys.failed(request.remote_addr)
+    return None
 
 
 def too_many_unknown_keys(limit, wait):

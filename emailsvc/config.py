@@ -37,7 +37,11 @@ DEFAULTS = {
     "WEBHOOK_TIMEOUT": "5",
     "WEBHOOK_ALLOW_PRIVATE": "false",
     "MAX_CONTENT_LENGTH": str(10 * 1024 * 1024),
+    "SECRET_KEY": "",  # signs the page's session cookie; without it the page (/ui/) is off
+    "SESSION_COOKIE_SECURE": "true",  # the page's cookie travels over HTTPS only; `make run` turns it off
+    "DEV_MAIL_DIR": "",  # the development sink's folder, browsable at /ui/dev/mail (set by `make run` only)
 }
+MIN_SECRET_KEY_LENGTH = 32
 
 
 SMTP_SECURITY_MODES = ("none", "starttls", "ssl")
@@ -69,6 +73,9 @@ def load_config(environ=None):
     if raw["SMTP_SECURITY"].strip().lower() not in SMTP_SECURITY_MODES:
         # A typo must not quietly mean plaintext, with SMTP_PASSWORD sent in the clear.
         raise ValueError(f"SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_MODES)}, not {raw['SMTP_SECURITY']!r}")
+    if raw["SECRET_KEY"] and len(raw["SECRET_KEY"]) < MIN_SECRET_KEY_LENGTH:
+        # Whoever guesses it can sign a session for any key id: as good as holding every key.
+        raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters (random), or empty")
     concurrency = int(raw["SMTP_CONCURRENCY"])
     if concurrency < 1 or (raw["SMTP_MAX_CONNECTIONS"] and int(raw["SMTP_MAX_CONNECTIONS"]) < 1):
         raise ValueError("SMTP_CONCURRENCY and SMTP_MAX_CONNECTIONS must be at least 1")
@@ -94,4 +101,5 @@ def load_config(environ=None):
         "WEBHOOK_TIMEOUT": float(raw["WEBHOOK_TIMEOUT"]),
         "WEBHOOK_ALLOW_PRIVATE": _flag(raw["WEBHOOK_ALLOW_PRIVATE"]),
         "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
+        "SESSION_COOKIE_SECURE": raw["SESSION_COOKIE_SECURE"].strip().lower() in ("1", "true", "yes"),
     }

@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import jsonify, request
+from flask import current_app, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 from werkzeug.exceptions import HTTPException
 
@@ -133,7 +133,11 @@ class ServiceUnavailable(ApiError):
 
 
 def error_response(status, code, message, details=None, headers=None):
-    """Return the JSON error response every failure uses."""
+    """Return the JSON error response every failure uses; the page (emailsvc/ui) answers its own paths with HTML."""
+    page = current_app.extensions.get("emailsvc.error_page")
+    response = page and page(status, message, headers or {})
+    if response is not None:
+        return response
     error = {"code": code, "message": message}
     if details is not None:
         error["details"] = details

@@ -1,10 +1,14 @@
-"""Read a page of a project's email log, its total and today's counts, concurrently on the read pool."""
+"""Read a project's email log for the API and the page: a page of it, its total and today's counts (concurrently on
+the read pool), or one message with its events."""
 
 import math
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, time, timedelta
 
 from .cursors import split_page
+from .errors import NotFound
+from .queries.emails import get_email, list_events
 from .queries.log_counts import count_all_logs, count_day, fill_log_counts, locate_offset
 from .queries.logs import FILTERS, count_matching_up_to, estimate_matching, select_newest_first, select_oldest_first
 
@@ -89,3 +93,18 @@ def read_today(services, project_id, tz):
         (services.db, fill_log_counts, project_id),
     )
     return _today(day, tz, counts)
+
+
+def read_message(services, project_id, email_id):
+    """One message of the project (its id as text) with its events, oldest first; NotFound when it is not
+    the project's: another project's id is an unknown one."""
+    try:
+        email_id = uuid.UUID(email_id)
+    except ValueError as exc:
+        raise NotFound("No email with this id.") from exc
+    with services.read_db.cursor() as cur:
+        row = get_email(cur, project_id, email_id)
+        if row is None:
+            raise NotFound("No email with this id.")
+        row["events"] = list_events(cur, email_id)
+    return row

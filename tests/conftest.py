@@ -179,6 +179,8 @@ def settings(database, smtp):
         "EMAIL_RETRY_INTERVALS": "0",  # retries run at once, so a burst worker sees them all
         "WORKER_PROCESSES": "1",
         "WEBHOOK_ALLOW_PRIVATE": "true",  # the test receivers listen on 127.0.0.1
+        "SECRET_KEY": "test-secret-key-of-the-operators-page-0123456789",  # the page (/ui/) is on
+        "SESSION_COOKIE_SECURE": "false",  # the tests' servers speak plain HTTP
     }
 
 

@@ -37,3 +37,11 @@ def test_allowed_sender_domains_are_read_in_their_ascii_form():
 def test_special_use_names_are_accepted_unless_refused_by_the_setting():
     assert load_config({})["EMAIL_REJECT_SPECIAL_USE"] is False
     assert load_config({"EMAIL_REJECT_SPECIAL_USE": " True "})["EMAIL_REJECT_SPECIAL_USE"] is True
+
+
+def test_the_page_is_off_without_a_secret_key_and_a_short_one_refuses_to_start():
+    config = load_config({})
+    assert config["SECRET_KEY"] == "" and config["SESSION_COOKIE_SECURE"] is True and config["DEV_MAIL_DIR"] == ""
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        load_config({"SECRET_KEY": "hunter2"})
+    assert load_config({"SECRET_KEY": "k" * 32, "SESSION_COOKIE_SECURE": "false"})["SESSION_COOKIE_SECURE"] is False

@@ -34,6 +34,15 @@ def find_active_api_key(cur, key_hash):
     return cur.fetchone()
 
 
+def get_active_api_key(cur, key_id):
+    """Return the unrevoked key with this id (with its project_id and hash), or None: the page's session
+    names its key by id and checks it again on every request."""
+    cur.execute(
+        "SELECT id, project_id, name, key_hash, scopes FROM api_keys WHERE id = %s AND revoked_at IS NULL", (key_id,)
+    )
+    return cur.fetchone()
+
+
 def list_api_keys(cur):
     """Return every key, oldest first, with its project's name."""
     cur.execute(

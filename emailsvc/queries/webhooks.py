@@ -1,5 +1,7 @@
 """SQL for outbound webhooks: endpoints, the deliveries of each status change, and their attempts."""
 
+from itertools import groupby
+
 from ..schemas import WEBHOOK_EVENTS
 
 
@@ -167,3 +169,12 @@ def list_attempts(cur, delivery_ids):
         (list(delivery_ids),),
     )
     return cur.fetchall()
+
+
+def attach_attempts(cur, deliveries):
+    """Give each delivery row its `attempts`, oldest first, all read in one query; return the rows."""
+    attempts = {key: list(group) for key, group in groupby(list_attempts(cur, [d["id"] for d in deliveries]),
+                                                           key=lambda a: a["delivery_id"])}  # fmt: skip
+    for delivery in deliveries:
+        delivery["attempts"] = attempts.get(delivery["id"], [])
+    return deliveries

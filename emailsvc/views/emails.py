@@ -7,11 +7,12 @@ from redis.exceptions import RedisError
 
 from ..addresses import domain_of, is_special_use, suppression_keys
 from ..auth import current_project_id, require_scope
-from ..errors import NotFound, ServiceUnavailable, ValidationFailed
+from ..errors import ServiceUnavailable, ValidationFailed
 from ..idempotency import idempotency_key, record_email
 from ..jobs import enqueue_delivery
+from ..log_pages import read_message
 from ..openapi import document
-from ..queries.emails import get_email, list_events, mark_failed
+from ..queries.emails import mark_failed
 from ..queries.idempotency import release_key
 from ..schemas import log_schema, log_with_events_schema, send_schema
 from ..services import get_services
@@ -83,13 +84,4 @@ def send():
 @require_scope("read")
 def get_log(email_id):
     """Return one log of the key's project with its events, oldest first; another project's id is unknown here."""
-    try:
-        email_id = uuid.UUID(email_id)
-    except ValueError as exc:
-        raise NotFound("No email with this id.") from exc
-    with get_services().read_db.cursor() as cur:
-        row = get_email(cur, current_project_id(), email_id)
-        if row is None:
-            raise NotFound("No email with this id.")
-        row["events"] = list_events(cur, email_id)
-    return log_with_events_schema.dump(row)
+    return log_with_events_schema.dump(read_message(get_services(), current_project_id(), email_id))

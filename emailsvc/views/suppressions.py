@@ -3,15 +3,15 @@ checked against."""
 
 from flask import Blueprint
 
-from ..addresses import InvalidAddress, normalize_address, suppression_keys
+from ..addresses import suppression_keys
 from ..auth import current_project_id, require_scope
-from ..cursors import split_page
 from ..errors import NotFound
 from ..list_args import load_args, text_key_page_args
 from ..openapi import document
-from ..queries.suppressions import add_suppression, delete_suppression, list_suppressions
+from ..queries.suppressions import add_suppression
 from ..schemas import new_suppression_schema, suppression_page_schema, suppression_schema
 from ..services import get_services
+from ..suppression_list import read_suppression_page, remove_suppression
 from ..web import json_body
 
 bp = Blueprint("suppressions", __name__, url_prefix="/suppressions")
@@ -24,9 +24,7 @@ def list_entries():
     """Return the list, newest first, a page at a time."""
     args = load_args(text_key_page_args)
     limit = args["limit"]
-    with get_services().read_db.cursor() as cur:
-        rows = list_suppressions(cur, current_project_id(), limit + 1, args["cursor"])
-    rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["address"]))
+    rows, next_cursor = read_suppression_page(get_services(), current_project_id(), limit, args["cursor"])
     items = suppression_schema.dump(rows, many=True)
     return {"items": items, "pagination": {"limit": limit, "next_cursor": next_cursor}}
 
@@ -47,11 +45,6 @@ def add():
 @require_scope("send")
 def remove(address):
     """Take an address off the list, so mail to it is accepted again."""
-    try:
-        [key] = suppression_keys([normalize_address(address)])
-    except InvalidAddress as exc:
-        raise NotFound("This address is not on the suppression list.") from exc
-    with get_services().db.cursor() as cur:
-        if not delete_suppression(cur, current_project_id(), key):
-            raise NotFound("This address is not on the suppression list.")
+    if not remove_suppression(get_services(), current_project_id(), address):
+        raise NotFound("This address is not on the suppression list.")
     return "", 204

@@ -5,7 +5,6 @@ needs both scopes, and reading them needs `read`. A key sees only its project's 
 """
 
 import uuid
-from itertools import groupby
 
 from flask import Blueprint, current_app
 
@@ -15,10 +14,10 @@ from ..errors import NotFound, ValidationFailed
 from ..list_args import load_args, page_args
 from ..openapi import document
 from ..queries.webhooks import (
+    attach_attempts,
     delete_endpoint,
     endpoint_exists,
     insert_endpoint,
-    list_attempts,
     list_deliveries,
     list_endpoints,
 )
@@ -96,8 +95,5 @@ def deliveries(webhook_id):
             raise NotFound("No webhook endpoint with this id.")
         rows = list_deliveries(cur, endpoint_id(webhook_id), limit + 1, args["cursor"])
         rows, next_cursor = split_page(rows, limit, lambda row: (row["created_at"], row["id"]))
-        attempts = {key: list(group) for key, group in groupby(list_attempts(cur, [r["id"] for r in rows]),
-                                                               key=lambda a: a["delivery_id"])}  # fmt: skip
-    for row in rows:
-        row["attempts"] = attempts.get(row["id"], [])
+        attach_attempts(cur, rows)
     return {"items": delivery_schema.dump(rows, many=True), "pagination": {"limit": limit, "next_cursor": next_cursor}}
