@@ -111,15 +111,12 @@ class CursorField(fields.String):
         return created_at, key
 
 
-class PageArgs(Schema):
-    """The query string of a cursor-paginated list: `limit` (1–100, clamped) and `cursor`."""
-
-    limit = ClampedInteger(1, MAX_LIMIT, load_default=10)
-    cursor = CursorField(load_default=None)
+class QueryArgs(Schema):
+    """A query string: each parameter given once, and an empty one (`cursor=`, as a form or a client
+    library leaves it) absent, as in most APIs."""
 
     @pre_load
     def one_value_each(self, args, **kwargs):
-        # An empty parameter (`cursor=`, as a form or a client library leaves it) means absent, as in most APIs.
         if not hasattr(args, "getlist"):
             return {name: value for name, value in args.items() if value != ""}
         given = {name: [value for value in args.getlist(name) if value != ""] for name in args}
@@ -127,6 +124,13 @@ class PageArgs(Schema):
         if repeated:
             raise ValidationError(repeated)
         return {name: values[0] for name, values in given.items() if values}
+
+
+class PageArgs(QueryArgs):
+    """The query string of a cursor-paginated list: `limit` (1–100, clamped) and `cursor`."""
+
+    limit = ClampedInteger(1, MAX_LIMIT, load_default=10)
+    cursor = CursorField(load_default=None)
 
 
 class TextKeyPageArgs(PageArgs):
@@ -152,7 +156,7 @@ class LogListArgs(PageArgs):
             raise ValidationError("A cursor is for cursor mode; leave out `page`.", "cursor")
 
 
-class TodayArgs(Schema):
+class TodayArgs(QueryArgs):
     """The query string of GET /project: `tz` sets which calendar day today's counts cover."""
 
     tz = TimeZoneField(load_default=lambda: ZoneInfo("UTC"))
