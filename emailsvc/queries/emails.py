@@ -12,7 +12,7 @@ from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 
 INSERT_COLUMNS = (
     "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
-    "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at",
+    "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at", "template", "resent_from",
 )  # fmt: skip
 # The recipients on the project's suppression list, as the sorted array `s.suppressed` (empty when
 # none): the CTE that opens every insert, so the check and the insert cost one round trip together.
@@ -45,6 +45,8 @@ def email_parameters(email, suppression_keys):
         **email,
         "headers": Json(email["headers"]),
         "metadata": Json(email["metadata"]),
+        "template": Json(email["template"]) if email.get("template") else None,
+        "resent_from": email.get("resent_from"),
         "suppression_keys": list(suppression_keys),
     }
 
