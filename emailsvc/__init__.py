@@ -9,7 +9,7 @@ from .config import load_config
 from .errors import register_error_handlers
 from .limits import init_limiter
 from .services import Services
-from .views import delivery_events, emails, health, logs, projects, suppressions, webhooks
+from .views import delivery_events, emails, health, lifecycle, logs, projects, suppressions, templates, webhooks
 from .web import register_request_hooks
 
 
@@ -31,6 +31,8 @@ def create_app(config=None):
     app.register_blueprint(suppressions.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(projects.bp)
+    app.register_blueprint(templates.bp)
+    app.register_blueprint(lifecycle.bp)
     app.register_blueprint(openapi.bp)
     register_commands(app)
     return app
