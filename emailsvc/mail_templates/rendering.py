@@ -26,7 +26,9 @@ def render_parts(template, variables):
             rendered[part] = render(part, template[part], variables)
         except RenderError as exc:
             if exc.missing:
-                details = {name: ["No value was given for this variable."] for name in exc.missing}
+                # Every variable of the template without a value, not only the first part's, in one answer.
+                missing = set(exc.missing) | {name for name in template["variables"] if name not in variables}
+                details = {name: ["No value was given for this variable."] for name in sorted(missing)}
                 raise ValidationFailed(details={"variables": details}) from exc
             raise ValidationFailed(details={"template": [f"The {part} could not be rendered: {exc}"]}) from exc
     try:
