@@ -117,17 +117,22 @@ class SendSchema(Schema):
     def check_send_at(self, value, **kwargs):
         check_send_at(value)
 
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def check_source(self, data, original_data, **kwargs):
+        # Read from the request as given, so a missing subject is named beside other fields' errors.
+        given = original_data if isinstance(original_data, dict) else {}
+        if given.get("template") is not None:
+            texts = [f for f in ("subject", "body", "html") if given.get(f) is not None]
+            if texts:
+                raise ValidationError(f"Give a template or {'/'.join(texts)}, not both.", "template")
+        elif given.get("template_version") is not None or given.get("variables"):
+            raise ValidationError("Give `template` with its version and variables.", "template")
+        elif given.get("subject") is None:
+            raise ValidationError("Missing data for required field.", "subject")
+
     @validates_schema
     def check_message(self, data, **kwargs):
-        if data.get("template") is not None:
-            given = [f for f in ("subject", "body", "html") if data.get(f) is not None]
-            if given:
-                raise ValidationError(f"Give a template or {'/'.join(given)}, not both.", "template")
-        elif data.get("template_version") is not None or data.get("variables"):
-            raise ValidationError("Give `template` with its version and variables.", "template")
-        elif data.get("subject") is None:
-            raise ValidationError("Missing data for required field.", "subject")
-        elif not data.get("body") and not data.get("html"):
+        if data.get("template") is None and not data.get("body") and not data.get("html"):
             raise ValidationError("Give a text `body`, an `html` body, or both.", "body")
         count = sum(len(data.get(f, [])) for f in ("to_addrs", "cc_addrs", "bcc_addrs"))
         if count > MAX_RECIPIENTS:

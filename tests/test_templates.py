@@ -28,6 +28,10 @@ def test_create_version_read_and_list(client, auth):
     assert client.get("/templates/welcome/versions/1", headers=auth).get_json()["subject"] == "Welcome, {{ name }}"
     assert client.get("/templates/welcome/versions/3", headers=auth).status_code == 404
     assert client.get("/templates/welcome/versions/99999999999", headers=auth).status_code == 404
+    for odd in ("we%00lcome", "x" * 300, "Welcome"):  # no template can have these names: unknown, never a 500
+        assert client.get(f"/templates/{odd}", headers=auth).status_code == 404
+        assert client.put(f"/templates/{odd}", json={"subject": "s", "body": "b"}, headers=auth).status_code == 404
+        assert client.delete(f"/templates/{odd}", headers=auth).status_code == 404
     create(client, auth, name="receipt")
     listed = client.get("/templates?limit=1", headers=auth).get_json()
     assert [t["name"] for t in listed["items"]] == ["receipt"]

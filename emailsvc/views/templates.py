@@ -1,5 +1,7 @@
 """/templates: a project's message texts, versioned, previewed with variables; sends name them."""
 
+import re
+
 from flask import Blueprint
 
 from ..auth import current_project_id, require_scope
@@ -11,6 +13,7 @@ from ..mail_templates.rendering import PARTS, find_template, render_parts
 from ..openapi import document
 from ..queries.templates import add_version, create_template, delete_template, list_templates
 from ..schemas import (
+    TEMPLATE_NAME,
     new_template_schema,
     render_request_schema,
     rendered_schema,
@@ -25,6 +28,13 @@ bp = Blueprint("templates", __name__, url_prefix="/templates")
 EXAMPLE = {"name": "welcome", "subject": "Welcome, {{ name }}", "body": "Hello {{ name }},\n\nThanks for joining.",
            "html": "<p>Hello {{ name }},</p><p>Thanks for joining.</p>"}  # fmt: skip
 NO_TEMPLATE = "No template with this name."
+
+
+def _known_name(name):
+    """404 for a name no template can have (it could not be stored, e.g. one holding NUL)."""
+    if not re.match(TEMPLATE_NAME, name):
+        raise NotFound(NO_TEMPLATE)
+    return name
 
 
 def compile_parts(parts):
@@ -64,7 +74,7 @@ def update(name):
     parts = template_parts_schema.load(json_body())
     variables = compile_parts(parts)
     with get_services().db.cursor() as cur:
-        row = add_version(cur, current_project_id(), name, parts, variables)
+        row = add_version(cur, current_project_id(), _known_name(name), parts, variables)
     if row is None:
         raise NotFound(NO_TEMPLATE)
     return template_schema.dump(row)
@@ -105,7 +115,7 @@ def get_version(name, version):
 def delete(name):
     """Delete a template with all its versions: sends naming it are refused; mail already accepted is untouched."""
     with get_services().db.cursor() as cur:
-        if not delete_template(cur, current_project_id(), name):
+        if not delete_template(cur, current_project_id(), _known_name(name)):
             raise NotFound(NO_TEMPLATE)
     return "", 204
 
@@ -121,8 +131,8 @@ def preview(name):
 
 
 def _find(name, version=None):
-    in_range = len(name) <= 64 and (version is None or version < 2**31)  # beyond: no such template, not a 500
-    template = find_template(current_project_id(), name, version) if in_range else None
+    in_range = version is None or version < 2**31  # beyond: no such version, rather than the database's error
+    template = find_template(current_project_id(), _known_name(name), version) if in_range else None
     if template is None:
         raise NotFound(f"No version {version} of this template." if version else NO_TEMPLATE)
     return template
