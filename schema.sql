@@ -299,3 +299,34 @@ CALL add_project_id('idempotency_keys', false);
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
 -- Releasing the key of a message whose enqueue failed.
 CREATE INDEX IF NOT EXISTS idempotency_keys_email_id_idx ON idempotency_keys (email_id);
+
+-- Templates (docs/api.md, "Templates") ----------------------------------------------------------
+-- One row per version of a project's template. DELETE marks every version of the name deleted; a
+-- name created again continues the numbering, so a LOG's {"name", "version"} never means two texts.
+CREATE TABLE IF NOT EXISTS mail_templates (
+    project_id bigint      NOT NULL REFERENCES projects (id),
+    name       text        NOT NULL,
+    version    integer     NOT NULL,
+    subject    text        NOT NULL,
+    body       text,
+    html       text,
+    variables  text[]      NOT NULL,  -- the names the three parts use, sorted
+    created_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz,
+    PRIMARY KEY (project_id, name, version)  -- a version by name, the latest (backwards), the next number
+);
+-- GET /templates: the project's live templates.
+CREATE INDEX IF NOT EXISTS mail_templates_live_idx ON mail_templates (project_id, name, version)
+    WHERE deleted_at IS NULL;
+
+-- Lifecycle (docs/api.md, "Cancel, reschedule, resend") ------------------------------------------
+-- The template and version a message was rendered from ({"name", "version"}), or NULL.
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS template jsonb;
+-- The message this one is a resend of, or NULL.
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS resent_from uuid;
+-- When the retention purge emptied the message's content; a purged message cannot be resent.
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS content_purged_at timestamptz;
+-- email.canceled is new: an endpoint subscribed to every event before it existed receives it too.
+UPDATE webhook_endpoints SET events = events || '{email.canceled}'
+WHERE NOT 'email.canceled' = ANY(events)
+  AND events @> '{email.sent,email.failed,email.delivered,email.bounced,email.complained,email.deferred,email.recipient_failed}';

@@ -10,7 +10,7 @@ from .errors import register_error_handlers
 from .limits import init_limiter
 from .services import Services
 from .ui import init_ui
-from .views import delivery_events, emails, health, logs, projects, suppressions, webhooks
+from .views import delivery_events, emails, health, lifecycle, logs, projects, suppressions, templates, webhooks
 from .web import register_request_hooks
 
 
@@ -32,6 +32,8 @@ def create_app(config=None):
     app.register_blueprint(suppressions.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(projects.bp)
+    app.register_blueprint(templates.bp)
+    app.register_blueprint(lifecycle.bp)
     app.register_blueprint(openapi.bp)
     init_ui(app)
     register_commands(app)

@@ -97,6 +97,38 @@ class IdempotencyConflict(ApiError):
     message = "This Idempotency-Key was already used with a different request body."
 
 
+class TemplateExists(ApiError):
+    """The project has a template of this name already."""
+
+    status, code, message = 409, "template_exists", "A template with this name exists; PUT a new version instead."
+
+
+class NotCancelable(ApiError):
+    """The message is past the point where it can be canceled; `details` carries its status."""
+
+    status, code = 409, "not_cancelable"
+    message = "Only a SCHEDULED message, or a PENDING one no worker has taken, can be canceled."
+
+
+class NotReschedulable(ApiError):
+    """The message is not SCHEDULED; `details` carries its status."""
+
+    status, code, message = 409, "not_reschedulable", "Only a SCHEDULED message can be moved."
+
+
+class NotResendable(ApiError):
+    """The message has not finished yet; `details` carries its status."""
+
+    status, code = 409, "not_resendable"
+    message = "Only a finished message (sent, delivered, bounced, complained, failed or canceled) can be resent."
+
+
+class ContentPurged(ApiError):
+    """The message's content was removed by the retention purge."""
+
+    status, code, message = 409, "content_purged", "This message's content has been purged, so it cannot be resent."
+
+
 class UnsupportedMediaType(ApiError):
     """The body is not declared as JSON."""
 

@@ -16,8 +16,12 @@ log = logging.getLogger(__name__)
 
 # Load balancers poll the probes many times a second, and a probe must never be refused.
 UNLIMITED = {"health.healthz", "health.readyz"}
-# Extra limits, each counted on its own on top of RATELIMIT_DEFAULT: endpoint → the setting holding it.
-ROUTE_LIMITS = {"emails.send": "RATELIMIT_SEND", "delivery_events.receive": "RATELIMIT_DELIVERY_EVENTS"}
+# Extra limits, each counted on its own on top of RATELIMIT_DEFAULT: scope → (the setting holding it, the
+# endpoints it counts together). A resend is a send, so both count against RATELIMIT_SEND.
+ROUTE_LIMITS = {
+    "emails.send": ("RATELIMIT_SEND", ("emails.send", "lifecycle.resend")),
+    "delivery_events.receive": ("RATELIMIT_DELIVERY_EVENTS", ("delivery_events.receive",)),
+}
 # The relay's delivery events carry no API key and all come from its few addresses, in bursts after
 # an outage: only their own (generous) per-address limit counts them, not RATELIMIT_DEFAULT.
 OWN_LIMIT_ONLY = {"delivery_events.receive"}
@@ -106,8 +110,8 @@ def project_key():
     return f"project:{g.api_key['project_id']}"
 
 
-def _not_at(endpoint):
-    return request.endpoint != endpoint
+def _not_at(endpoints):
+    return request.endpoint not in endpoints
 
 
 def _own_limit_only():
@@ -122,8 +126,8 @@ def limit_definitions(config):
     """Every limit as (setting's value, key function, scope, exempt_when): what flask-limiter counts, and
     what planned_windows counts ahead; `shared` scopes, so each is one count across routes."""
     definitions = [(config["RATELIMIT_DEFAULT"], client_key, "all", _own_limit_only)]
-    for endpoint, setting in ROUTE_LIMITS.items():
-        definitions.append((config[setting], client_key, endpoint, functools.partial(_not_at, endpoint)))
+    for scope, (setting, endpoints) in ROUTE_LIMITS.items():
+        definitions.append((config[setting], client_key, scope, functools.partial(_not_at, endpoints)))
     if config["RATELIMIT_PROJECT"]:
         definitions.append((config["RATELIMIT_PROJECT"], project_key, PROJECT_SCOPE, _without_key))
     return definitions

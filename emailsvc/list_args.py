@@ -16,7 +16,7 @@ from .cursors import InvalidCursor, decode_cursor
 from .errors import InvalidParameter
 from .schemas import AddressField
 
-LOG_STATUSES = ("SCHEDULED", "PENDING", "SENDING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "COMPLAINED")
+LOG_STATUSES = ("SCHEDULED", "PENDING", "SENDING", "SENT", "FAILED", "DELIVERED", "BOUNCED", "COMPLAINED", "CANCELED")
 MAX_LIMIT = 100
 MAX_PAGE = 2**31 - 1  # keeps (page - 1) * limit far inside PostgreSQL's bigint OFFSET
 WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")

@@ -24,7 +24,8 @@ ERRORS = {
     401: ("Unauthorized", "`unauthorized`: missing, unknown or revoked API key."),
     403: ("Forbidden", "`forbidden`: the API key lacks the scope this operation needs."),
     404: ("NotFound", "`not_found`: no such resource."),
-    409: ("Conflict", "`idempotency_conflict`: the Idempotency-Key was used with a different body."),
+    409: ("Conflict", "`idempotency_conflict`: the Idempotency-Key was used with a different body; "
+                      "`template_exists`, `not_cancelable`, `not_reschedulable`, `content_purged`: see the operation."),
     413: ("PayloadTooLarge", "`payload_too_large`: the body is over the size limit (default 10 MiB)."),
     415: ("UnsupportedMediaType", "`unsupported_media_type`: the body is not sent as `application/json`."),
     422: ("ValidationError", "`validation_error`: `details` maps each field to its messages; or a code naming a rule."),

@@ -1,6 +1,7 @@
 """marshmallow schemas: input schemas that load and validate requests, output schemas that dump rows."""
 
 import datetime as dt
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -52,6 +53,8 @@ SETTABLE_HEADER_PATTERN = (
 )
 HEADER_VALUE_DOC = ("At most 998 characters, no control characters (CR, LF, NUL, NEL, U+2028, U+2029, …), also "
                     "once RFC 2047 encoded words are decoded; names unique ignoring letter case.")  # fmt: skip
+TEMPLATE_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_VARIABLES_BYTES = 64 * 1024
 
 
 class AddressField(fields.String):
@@ -144,12 +147,30 @@ SEND_AT_DOC = ("An ISO 8601 date-time with a UTC offset, in the future and at mo
                "is not valid.")  # fmt: skip
 
 
-class SendSchema(Schema):
-    """The body of POST /email/send."""
+def check_send_at(value):
+    """A send_at must be in the future and at most 30 days ahead (None: no time, always fine)."""
+    now = datetime.now(UTC)
+    if value is not None and not now < value <= now + MAX_SCHEDULE_AHEAD:
+        raise ValidationError("Must be in the future and at most 30 days ahead.")
 
-    # JSON Schema cannot say "at least one of these, non-empty" on a property; the document adds this.
+
+class VariablesField(fields.Dict):
+    """A template's variables: a JSON object of at most 64 KiB (as compact JSON)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        variables = super()._deserialize(value, attr, data, **kwargs)
+        if len(json.dumps(variables, separators=(",", ":")).encode()) > MAX_VARIABLES_BYTES:
+            raise ValidationError(f"Must be at most {MAX_VARIABLES_BYTES} bytes as JSON.")
+        return variables
+
+
+class SendSchema(Schema):
+    """The body of POST /email/send: subject and body/html, or a template with its variables."""
+
+    # JSON Schema cannot say "at least one of these, non-empty" on a property (a body, an html body, or
+    # a template that makes them); the document adds this.
     OPENAPI_EXTRA = {"anyOf": [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
-                               for name in ("body", "html")]}  # fmt: skip
+                               for name in ("body", "html", "template")]}  # fmt: skip
 
     to_addrs = AddressList(
         data_key="to", single=True, required=True, validate=validate.Length(min=1, max=MAX_RECIPIENTS)
@@ -159,7 +180,7 @@ class SendSchema(Schema):
     from_addr = AddressField(data_key="from", load_default=None)
     reply_to = AddressField(load_default=None)
     subject = fields.String(
-        required=True,
+        load_default=None,  # required unless a template is named: check_source
         validate=[validate.Length(min=1, max=998), safe_subject],
         metadata={"pattern": NO_CONTROLS_PATTERN, "description": HEADER_VALUE_DOC.rsplit(";", 1)[0] + "."},
     )
@@ -174,6 +195,14 @@ class SendSchema(Schema):
         metadata={"description": f"Custom headers: `X-…` or a list/threading header; at most {MAX_HEADERS}, "
                                  f"{MAX_HEADERS_SIZE} characters of names and values together. " + HEADER_VALUE_DOC},
     )  # fmt: skip
+    template = fields.String(
+        load_default=None, validate=validate.Regexp(TEMPLATE_NAME), metadata={"description": "Send this template."}
+    )
+    template_version = fields.Integer(
+        strict=True, load_default=None, validate=validate.Range(min=1, max=2**31 - 1),
+        metadata={"description": "A version of `template`; the latest when absent."},
+    )  # fmt: skip
+    variables = VariablesField(keys=fields.String(), load_default=dict, metadata={"description": "For `template`."})
     metadata = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=64), metadata={"pattern": NO_NUL_PATTERN}),
         values=fields.String(validate=validate.Length(max=500), metadata={"pattern": NO_NUL_PATTERN}),
@@ -211,13 +240,24 @@ class SendSchema(Schema):
 
     @validates("scheduled_at")
     def check_send_at(self, value, **kwargs):
-        now = datetime.now(UTC)
-        if value is not None and not now < value <= now + MAX_SCHEDULE_AHEAD:
-            raise ValidationError("Must be in the future and at most 30 days ahead.")
+        check_send_at(value)
+
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def check_source(self, data, original_data, **kwargs):
+        # Read from the request as given, so a missing subject is named beside other fields' errors.
+        given = original_data if isinstance(original_data, dict) else {}
+        if given.get("template") is not None:
+            texts = [f for f in ("subject", "body", "html") if given.get(f) is not None]
+            if texts:
+                raise ValidationError(f"Give a template or {'/'.join(texts)}, not both.", "template")
+        elif given.get("template_version") is not None or given.get("variables"):
+            raise ValidationError("Give `template` with its version and variables.", "template")
+        elif given.get("subject") is None:
+            raise ValidationError("Missing data for required field.", "subject")
 
     @validates_schema
     def check_message(self, data, **kwargs):
-        if not data.get("body") and not data.get("html"):
+        if data.get("template") is None and not data.get("body") and not data.get("html"):
             raise ValidationError("Give a text `body`, an `html` body, or both.", "body")
 
 
@@ -256,6 +296,13 @@ class LastErrorSchema(Schema):
     message = fields.String()
 
 
+class TemplateRefSchema(Schema):
+    """The template a message was rendered from."""
+
+    name = fields.String()
+    version = fields.Integer()
+
+
 class LogSchema(Schema):
     """A log row as clients see it; `allow_none` tells the OpenAPI document which fields may be null."""
 
@@ -280,6 +327,9 @@ class LogSchema(Schema):
     delivered_at = fields.DateTime(allow_none=True)
     recipients = fields.List(fields.Nested(RecipientSchema))
     last_error = fields.Nested(LastErrorSchema, allow_none=True)
+    template = fields.Nested(TemplateRefSchema, allow_none=True, metadata={"description": "What it was rendered from."})
+    resent_from = fields.UUID(allow_none=True, metadata={"description": "The message this one resends."})
+    content_purged_at = fields.DateTime(allow_none=True)
 
 
 class LogWithEventsSchema(LogSchema):
@@ -321,7 +371,9 @@ ready_schema = ReadySchema()
 # Delivery events in, suppressions, webhooks out.
 
 DELIVERY_EVENTS = ("delivered", "bounced", "complained", "deferred")
-WEBHOOK_EVENTS = tuple(f"email.{event}" for event in ("sent", "failed", *DELIVERY_EVENTS, "recipient_failed"))
+WEBHOOK_EVENTS = tuple(
+    f"email.{event}" for event in ("sent", "failed", *DELIVERY_EVENTS, "recipient_failed", "canceled")
+)
 MAX_DETAIL = 2000
 SANE_TIMES = validate.Range(min=dt.datetime(2000, 1, 1, tzinfo=dt.UTC), max=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
 
@@ -543,3 +595,78 @@ delivery_page_schema = DeliveryPageSchema()
 delivery_event_outcome_schema = DeliveryEventOutcomeSchema()
 project_schema = ProjectSchema()
 webhook_log_schema = LogSchema(exclude=("body", "html"))  # webhook payloads carry the log without its bodies
+
+
+# Templates.
+
+
+class TemplatePartsSchema(Schema):
+    """The texts of a template, the field names of a send: subject, and body and/or html."""
+
+    subject = fields.String(required=True, validate=[validate.Length(min=1, max=998), no_line_breaks])
+    body = fields.String(load_default=None)
+    html = fields.String(load_default=None)
+
+    @validates_schema
+    def check_parts(self, data, **kwargs):
+        if not data.get("body") and not data.get("html"):
+            raise ValidationError("Give a text `body`, an `html` body, or both.", "body")
+
+
+class NewTemplateSchema(TemplatePartsSchema):
+    """The body of POST /templates."""
+
+    name = fields.String(required=True, validate=validate.Regexp(TEMPLATE_NAME, error="Use a-z, 0-9, _ and -."))
+
+
+class RenderRequestSchema(Schema):
+    """The body of POST /templates/<name>/render."""
+
+    variables = VariablesField(keys=fields.String(), load_default=dict)
+    version = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=2**31 - 1))
+
+
+class TemplateSchema(Schema):
+    """A version of a template."""
+
+    name = fields.String()
+    version = fields.Integer()
+    subject = fields.String()
+    body = fields.String(allow_none=True)
+    html = fields.String(allow_none=True)
+    variables = fields.List(fields.String(), metadata={"description": "The variables the texts use."})
+    created_at = fields.DateTime(metadata={"description": "When this version was stored."})
+
+
+class RenderedSchema(Schema):
+    """A render: what a send with these variables would carry."""
+
+    subject = fields.String()
+    body = fields.String(allow_none=True)
+    html = fields.String(allow_none=True)
+
+
+class TemplatePageSchema(Schema):
+    """A page of GET /templates."""
+
+    items = fields.List(fields.Nested(TemplateSchema))
+    pagination = fields.Nested(CursorPaginationSchema)
+
+
+class RescheduleSchema(Schema):
+    """The body of PATCH /email/logs/<id>."""
+
+    scheduled_at = fields.AwareDateTime(
+        data_key="send_at", required=True, allow_none=True, validate=check_send_at,
+        error_messages={"invalid_awareness": "Give a time with a UTC offset, e.g. 2026-12-01T09:00:00Z."},
+        metadata={"description": "The new time; null sends it now."},
+    )  # fmt: skip
+
+
+template_parts_schema = TemplatePartsSchema()
+new_template_schema = NewTemplateSchema()
+render_request_schema = RenderRequestSchema()
+template_schema = TemplateSchema()
+rendered_schema = RenderedSchema()
+template_page_schema = TemplatePageSchema()
+reschedule_schema = RescheduleSchema()

@@ -56,7 +56,8 @@ def test_the_secret_is_shown_once_and_never_listed(client, auth, receiver):
     created = register(client, auth, receiver.url)
     assert created["secret"].startswith("whsec_") and created["status"] == "enabled"
     assert created["events"] == ["email.sent", "email.failed", "email.delivered", "email.bounced",
-                                 "email.complained", "email.deferred", "email.recipient_failed"]  # fmt: skip
+                                 "email.complained", "email.deferred", "email.recipient_failed",
+                                 "email.canceled"]  # fmt: skip
     [listed] = client.get("/webhooks", headers=auth).get_json()["items"]
     assert listed["id"] == created["id"] and "secret" not in listed
     assert created["secret"] not in client.get(f"/webhooks/{created['id']}/deliveries", headers=auth).get_data(True)

@@ -12,7 +12,7 @@ from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 
 INSERT_COLUMNS = (
     "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
-    "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at",
+    "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at", "template", "resent_from",
 )  # fmt: skip
 # The recipients on the project's suppression list, as the sorted array `s.suppressed` (empty when
 # none): the CTE that opens every insert, so the check and the insert cost one round trip together.
@@ -45,6 +45,8 @@ def email_parameters(email, suppression_keys):
         **email,
         "headers": Json(email["headers"]),
         "metadata": Json(email["metadata"]),
+        "template": Json(email["template"]) if email.get("template") else None,
+        "resent_from": email.get("resent_from"),
         "suppression_keys": list(suppression_keys),
     }
 
@@ -260,6 +262,33 @@ def mark_failed(cur, email_id, error, from_statuses=("SENDING",), release_lock=T
         f"""status = 'FAILED', failed_at = now(), error_message = %(detail)s, retry_pending = false,
             recipients = {refuse_waiting("%(detail)s")}, last_error = {error_without_stage("%(detail)s")}""",
         "failed", error, {"from": list(from_statuses)}, release_lock=release_lock,
+    )  # fmt: skip
+
+
+def cancel_email(cur, project_id, email_id):
+    """Cancel a message of the project that is SCHEDULED, or PENDING with no sender holding it; return the row,
+    or None when it was not cancelable (or is not the project's).
+
+    Serialised with the worker's claim twice over: both change the row only from these statuses, so one
+    UPDATE waits for the other and then finds the status moved on; and the cancel needs the sending lock
+    free, so a claim that has taken it (and is about to change the row) wins.
+    """
+    return _transition(
+        cur, email_id,
+        """project_id = %(project)s AND status IN ('SCHEDULED', 'PENDING')
+           AND pg_try_advisory_xact_lock(%(lock)s, hashtext(%(id)s::text))""",
+        "status = 'CANCELED', retry_pending = false", "canceled", params={"project": project_id},
+    )  # fmt: skip
+
+
+def reschedule_email(cur, project_id, email_id, at):
+    """Move a SCHEDULED message of the project to `at` (None: now, as PENDING); return the row, or None when it
+    was not SCHEDULED (or is not the project's). The claim takes a SCHEDULED row only once it is due, at the
+    time this sets, so a job queued for the old time finds it not due and leaves it."""
+    return _transition(
+        cur, email_id, "project_id = %(project)s AND status = 'SCHEDULED'",
+        "scheduled_at = %(at)s, status = CASE WHEN %(at)s::timestamptz IS NULL THEN 'PENDING' ELSE 'SCHEDULED' END",
+        "rescheduled", "now" if at is None else at.isoformat(), params={"project": project_id, "at": at},
     )  # fmt: skip
 
 

@@ -1,0 +1,88 @@
+"""What a client may do with a message it has sent: cancel it, move it, or send it again."""
+
+import logging
+import uuid
+
+from flask import Blueprint
+from redis.exceptions import RedisError
+
+from ..accepting import accept_email
+from ..auth import current_project_id, require_scope
+from ..errors import ContentPurged, NotCancelable, NotFound, NotReschedulable, NotResendable
+from ..idempotency import idempotency_key
+from ..jobs import enqueue_delivery
+from ..openapi import document
+from ..queries.emails import cancel_email, get_email, reschedule_email
+from ..schemas import log_schema, reschedule_schema
+from ..services import get_services
+from ..web import json_body
+
+log = logging.getLogger(__name__)
+bp = Blueprint("lifecycle", __name__, url_prefix="/email/logs")
+RESENDABLE = ("SENT", "DELIVERED", "BOUNCED", "COMPLAINED", "FAILED", "CANCELED")
+# What a resend copies from the message it resends.
+COPIED = ("from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to", "subject", "body", "html", "headers",
+          "metadata", "template")  # fmt: skip
+
+
+def _email(cur, email_id):
+    """The key's project's message with this id, or 404."""
+    try:
+        row = get_email(cur, current_project_id(), uuid.UUID(email_id))
+    except ValueError:
+        row = None
+    if row is None:
+        raise NotFound("No email with this id.")
+    return row
+
+
+@bp.post("/<email_id>/cancel")
+@document(response=log_schema, errors=[404, 409])
+@require_scope("send")
+def cancel(email_id):
+    """Cancel a SCHEDULED message, or a PENDING one no worker has taken: it is never sent. Else 409 not_cancelable."""
+    with get_services().db.cursor() as cur:
+        row = _email(cur, email_id)
+        canceled = cancel_email(cur, current_project_id(), row["id"])
+        if canceled is None:
+            status = _email(cur, email_id)["status"]
+            raise NotCancelable(details={"status": status})
+    return log_schema.dump(canceled)
+
+
+@bp.patch("/<email_id>")
+@document(body=reschedule_schema, response=log_schema, errors=[404, 409])
+@require_scope("send")
+def reschedule(email_id):
+    """Move a SCHEDULED message to a new `send_at` (null: now). Else 409 not_reschedulable."""
+    at = reschedule_schema.load(json_body())["scheduled_at"]
+    with get_services().db.cursor() as cur:
+        row = _email(cur, email_id)
+        moved = reschedule_email(cur, current_project_id(), row["id"], at)
+        if moved is None:
+            raise NotReschedulable(details={"status": _email(cur, email_id)["status"]})
+    # The job keeps the message's id, so queueing it again moves the one queued for the old time. With the
+    # queue down, the reconciler queues the message once it is due (docs/delivery.md).
+    try:
+        enqueue_delivery(moved["id"], at=at)
+    except RedisError:
+        log.warning("email %s was moved, but the queue was unavailable; the reconciler will queue it", moved["id"])
+    return log_schema.dump(moved)
+
+
+@bp.post("/<email_id>/resend")
+@document(response=log_schema, status=201, errors=[404, 409, 422])
+@require_scope("send")
+def resend(email_id):
+    """Send a finished message again as a new one, with `resent_from` naming it; answered like a send."""
+    key = idempotency_key()
+    with get_services().db.cursor() as cur:
+        row = _email(cur, email_id)
+    if row["content_purged_at"] is not None:
+        raise ContentPurged()
+    if row["status"] not in RESENDABLE:
+        raise NotResendable(details={"status": row["status"]})
+    email = {field: row[field] for field in COPIED}
+    email.update(scheduled_at=None, resent_from=row["id"])
+    new, replayed = accept_email(email, {"resend": str(row["id"])}, key)
+    return log_schema.dump(new), 201, {"Idempotent-Replayed": "true"} if replayed else {}
