@@ -109,6 +109,17 @@ class ThreadWorker(LeanWorker):
                 if self._stop_requested and str(exc).startswith("UNBLOCKED"):
                     break
                 raise
+            if result is not None and self._stop_requested:
+                self._give_back(*result)
+                break
             if result is not None or wait is None:  # a job, or an empty queue in burst mode
                 return result
         raise StopRequested()
+
+    def _give_back(self, job, queue):
+        # A job that reached this loop's wait just as the stop was requested (before the wake-up could
+        # end the wait) goes back to the front of its queue, untouched, for the next worker.
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.lpush(queue.key, job.id)
+            pipe.execute()

@@ -1,7 +1,11 @@
 """The sending process's RQ worker: it skips redundant Redis writes, never its registration."""
 
-from conftest import BurstWorker
+import threading
 
+from conftest import BurstWorker, wait_for
+from rq.exceptions import StopRequested
+
+from emailsvc.rq_worker import ThreadWorker
 from emailsvc.services import get_services
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
@@ -24,3 +28,28 @@ def test_a_worker_busy_with_jobs_stays_registered_longer_than_it_may_wait_for_on
         worker.work(burst=True)
     assert len(seen) == 3 and len(smtp.received) == 3
     assert all(ttl > worker.dequeue_timeout and state == b"idle" for ttl, state in seen)
+
+
+def test_a_job_that_arrives_as_a_loop_is_told_to_stop_goes_back_to_the_front_of_the_queue(client, auth, app):
+    with app.app_context():
+        services = get_services()
+        queue = services.email_queue
+        loop = ThreadWorker([queue], connection=services.redis)
+        outcome = []
+
+        def wait_for_a_job():
+            try:
+                outcome.append(loop.dequeue_job_and_maintain_ttl(30))
+            except StopRequested as exc:
+                outcome.append(exc)
+
+        waiting = threading.Thread(target=wait_for_a_job)
+        waiting.start()
+        wait_for(lambda: any(b"blmove" in c.get("cmd", "").encode() for c in services.redis.client_list()),
+                 message="the loop to wait on the queue")  # fmt: skip
+        loop.request_warm_stop()  # told to stop, and (as in the moment before the wake-up) still waiting
+        email_id = client.post("/email/send", json=VALID, headers=auth).get_json()["id"]
+        waiting.join(timeout=30)
+        assert outcome and isinstance(outcome[0], StopRequested)  # it did not take the message
+        assert queue.get_job_ids() == [email_id]  # which waits, first in line, for the next worker
+        assert services.redis.llen(queue.intermediate_queue_key) == 0
