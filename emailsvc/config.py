@@ -35,10 +35,16 @@ DEFAULTS = {
     "WEBHOOK_TIMEOUT": "5",
     "WEBHOOK_ALLOW_PRIVATE": "false",
     "MAX_CONTENT_LENGTH": str(10 * 1024 * 1024),
+    "METRICS_TOKEN": "",  # none: GET /metrics takes an operator key only
+    "PROMETHEUS_MULTIPROC_DIR": "var/metrics",
+    "LOG_FORMAT": "text",
+    "BODY_RETENTION_DAYS": "30",
+    "LOG_RETENTION_DAYS": "365",
 }
 
 
 SMTP_SECURITY_MODES = ("none", "starttls", "ssl")
+LOG_FORMATS = ("text", "json")
 
 
 def _split(value):
@@ -54,6 +60,11 @@ def load_config(environ=None):
     if raw["SMTP_SECURITY"].strip().lower() not in SMTP_SECURITY_MODES:
         # A typo must not quietly mean plaintext, with SMTP_PASSWORD sent in the clear.
         raise ValueError(f"SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_MODES)}, not {raw['SMTP_SECURITY']!r}")
+    if raw["LOG_FORMAT"].strip().lower() not in LOG_FORMATS:
+        raise ValueError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {raw['LOG_FORMAT']!r}")
+    retention = {name: int(raw[name]) for name in ("BODY_RETENTION_DAYS", "LOG_RETENTION_DAYS")}
+    if min(retention.values()) < 0:
+        raise ValueError("BODY_RETENTION_DAYS and LOG_RETENTION_DAYS must be 0 (keep for ever) or more")
     concurrency = int(raw["SMTP_CONCURRENCY"])
     if concurrency < 1 or (raw["SMTP_MAX_CONNECTIONS"] and int(raw["SMTP_MAX_CONNECTIONS"]) < 1):
         raise ValueError("SMTP_CONCURRENCY and SMTP_MAX_CONNECTIONS must be at least 1")
@@ -78,4 +89,8 @@ def load_config(environ=None):
         "WEBHOOK_TIMEOUT": float(raw["WEBHOOK_TIMEOUT"]),
         "WEBHOOK_ALLOW_PRIVATE": raw["WEBHOOK_ALLOW_PRIVATE"].strip().lower() in ("1", "true", "yes"),
         "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
+        # Absolute: gunicorn's workers and worker.py's processes must name the same directory.
+        "PROMETHEUS_MULTIPROC_DIR": os.path.abspath(raw["PROMETHEUS_MULTIPROC_DIR"]),
+        "LOG_FORMAT": raw["LOG_FORMAT"].strip().lower(),
+        **retention,
     }

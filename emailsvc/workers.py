@@ -19,6 +19,7 @@ import threading
 import time
 
 from . import create_app
+from .metrics.files import clear_files, mark_dead, use_files
 from .notify import dispatch_forever
 from .reconciler import reconcile
 from .rq_worker import LeanWorker
@@ -98,6 +99,11 @@ class Supervisor:
     def run(self):
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        # The supervisor and every process it starts count into files GET /metrics sums (emailsvc/metrics/files.py);
+        # what an earlier run counted goes first.
+        metrics_dir = self.app.config["PROMETHEUS_MULTIPROC_DIR"]
+        clear_files(metrics_dir, "worker")
+        use_files(metrics_dir, "worker")
         for target in self.targets:
             self.start_child(target)
         log.info(
@@ -110,6 +116,7 @@ class Supervisor:
             time.sleep(0.5)
             for child in [c for c in self.children if not c.is_alive()]:
                 child.join()
+                mark_dead(metrics_dir, "worker", child.pid)
                 self.children.remove(child)
                 target = self.roles.pop(child)
                 if not self.stopping:
@@ -122,6 +129,5 @@ class Supervisor:
 
 
 def main():
-    """Entry point of worker.py."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """Entry point of worker.py; it logs as the API does (LOG_FORMAT), set up by create_app."""
     Supervisor(create_app()).run()

@@ -153,3 +153,26 @@ def locate_offset(cur, project_id, offset):
     )
     row = cur.fetchone()
     return (row["since"], row["skip"]) if row else (None, offset)
+
+
+def count_totals(cur):
+    """Return, per project, (id, name, created, sent, failed): its rows ever created, sent and failed.
+
+    The running totals of the last filled bucket plus the rows after it. Totals are never lowered when
+    rows are deleted (see remove_counted_rows), so these only grow: Prometheus counters.
+    """
+    cur.execute(
+        """SELECT p.id, p.name,
+                  coalesce(b.created, 0) + (SELECT count(*) FROM emails e WHERE e.project_id = p.id
+                                            AND e.created_at >= coalesce(b.bucket_end, '-infinity')) AS created,
+                  coalesce(b.sent, 0) + (SELECT count(*) FROM emails e WHERE e.project_id = p.id
+                                         AND e.sent_at >= coalesce(b.bucket_end, '-infinity')) AS sent,
+                  coalesce(b.failed, 0) + (SELECT count(*) FROM emails e WHERE e.project_id = p.id
+                                           AND e.failed_at >= coalesce(b.bucket_end, '-infinity')) AS failed
+           FROM projects p LEFT JOIN LATERAL (
+               SELECT bucket_start + interval '15 minutes' AS bucket_end, created, sent, failed
+               FROM email_log_counts c WHERE c.project_id = p.id ORDER BY bucket_start DESC LIMIT 1
+           ) b ON TRUE
+           ORDER BY p.id"""
+    )
+    return cur.fetchall()
