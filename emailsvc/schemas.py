@@ -159,6 +159,9 @@ class LogSchema(Schema):
     delivered_at = fields.DateTime(allow_none=True)
     recipients = fields.List(fields.Nested(RecipientSchema))
     last_error = fields.Nested(LastErrorSchema, allow_none=True)
+    content_purged_at = fields.DateTime(
+        allow_none=True, metadata={"description": "When BODY_RETENTION_DAYS deleted body, html and headers."}
+    )
 
 
 class LogWithEventsSchema(LogSchema):

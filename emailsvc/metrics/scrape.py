@@ -19,7 +19,8 @@ from rq.utils import utcparse
 
 from ..db import DatabaseUnavailable
 from ..queries.log_counts import count_totals, fill_log_counts
-from ..queries.metrics import count_waiting_messages, list_project_ids, webhook_backlog
+from ..queries.metrics import count_waiting_messages, webhook_backlog
+from ..queries.projects import list_project_ids
 from . import REGISTRY
 from .files import uses_files
 

@@ -1,12 +1,6 @@
 """SQL read when GET /metrics is scraped: what is waiting now, across projects (the totals are in log_counts.py)."""
 
 
-def list_project_ids(cur):
-    """Return every project's id, for filling their running totals before they are read."""
-    cur.execute("SELECT id FROM projects ORDER BY id")
-    return [row["id"] for row in cur.fetchall()]
-
-
 def count_waiting_messages(cur):
     """Return (project_id, status, n) of the messages not yet handed to the relay: SCHEDULED, PENDING, SENDING."""
     # Answered from emails_waiting_idx, whose rows are only the unfinished ones, whatever the log's size.
