@@ -10,9 +10,10 @@ import logging
 from flask import g, has_app_context
 from pythonjsonlogger.json import JsonFormatter
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
-JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
+# The process id tells which gunicorn worker or sending process wrote a line.
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] [%(request_id)s] %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s %(request_id)s"
+JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
 
 
 def json_formatter():

@@ -19,7 +19,7 @@ def test_a_record_becomes_one_json_object_with_its_extra_fields():
     assert "\n" not in line
     expected = {"level": "INFO", "logger": "emailsvc.jobs", "message": "email x sent", "request_id": "-",
                 "outcome": "sent"}  # fmt: skip
-    assert json.loads(line) == {"time": json.loads(line)["time"], **expected}
+    assert json.loads(line) == {"time": json.loads(line)["time"], "pid": record.process, **expected}
 
 
 def test_the_api_and_the_worker_log_json_lines_without_addresses_bodies_or_keys(app, processes, tmp_path, smtp):

@@ -20,13 +20,11 @@ UNMATCHED = "unmatched"  # the route of a request that matched none: its path is
 # RFC 3463's subjects (the first digit after the class); a relay's reply text can say anything else.
 ENHANCED_SUBJECTS = frozenset("01234567")
 
-HTTP_REQUESTS = Counter(
-    "emailsvc_http_requests", "HTTP requests answered, by route template, method and status.",
-    ["route", "method", "status"], registry=REGISTRY,
-)  # fmt: skip
+# Requests are its _count: one histogram, two writes a request, where a counter beside it would add a third.
 HTTP_DURATION = Histogram(
-    "emailsvc_http_request_duration_seconds", "Time from a request's first hook to its response, by route template.",
-    ["route", "method"], registry=REGISTRY,
+    "emailsvc_http_request_duration_seconds", "Time from a request's first hook to its response, by route "
+    "template, method and status; _count counts the requests.",
+    ["route", "method", "status"], registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )  # fmt: skip
 SEND_ATTEMPTS = Counter(
@@ -55,12 +53,19 @@ RECONCILER_RECOVERIES = Counter(
 )  # fmt: skip
 
 
+# (route, method, status) -> the histogram's child: labels() checks and converts its arguments on every
+# call, several times the cost of the count itself. Bounded as the labels are.
+_request_children = {}
+
+
 def count_request(rule, method, status, seconds):
     """Count one answered request: `rule` is its URL rule (None when no route matched)."""
     route = rule.rule if rule is not None else UNMATCHED
     method = method if method in METHODS else "other"
-    HTTP_REQUESTS.labels(route, method, status).inc()
-    HTTP_DURATION.labels(route, method).observe(seconds)
+    child = _request_children.get((route, method, status))
+    if child is None:
+        child = _request_children[(route, method, status)] = HTTP_DURATION.labels(route, method, status)
+    child.observe(seconds)
 
 
 def reply_labels(code, enhanced_status):
