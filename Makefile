@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVICES = eval "$$(bin/services)"
 
-.PHONY: help install run worker dashboard test test-fast lint bench bench-logs bench-scaling bench-relay bench-hostile
+.PHONY: help install run worker dashboard test test-fast lint bench bench-logs bench-scaling bench-relay bench-hostile bench-purge
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,4 +54,8 @@ bench-hostile: install  ## CPU one hostile POST /email/send costs, refused or ac
 
 bench-logs: install  ## GET /email/logs p50/p95: a 10k project alone, one beside a ROWS project (default 1000000), that one; own databases
 	@$(SERVICES); $(PY) bench/logs.py --rows "$${ROWS:-1000000}" --pg "$$EMAILSVC_PG" \
+	  --redis "$${BENCH_REDIS_URL:-$$EMAILSVC_REDIS/14}" $(BENCH_ARGS)
+
+bench-purge: install  ## GET /email/logs and POST /email/send while `flask purge` deletes ROWS (default 1000000) old rows
+	@$(SERVICES); $(PY) bench/purge.py --rows "$${ROWS:-1000000}" --pg "$$EMAILSVC_PG" \
 	  --redis "$${BENCH_REDIS_URL:-$$EMAILSVC_REDIS/14}" $(BENCH_ARGS)

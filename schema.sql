@@ -266,16 +266,63 @@ CALL lead_primary_key_with_project('email_log_counts', 'bucket_start');
 DROP INDEX IF EXISTS email_log_counts_created_idx;  -- the same without the project, before projects
 CREATE INDEX IF NOT EXISTS email_log_counts_project_created_idx ON email_log_counts (project_id, created, bucket_start);
 
--- Deleting log rows invalidates every running total after them; the next reader refills from scratch.
--- The lock makes a refill that is under way finish first, and one that starts later see the deletion.
+-- What deleted rows (the purge of LOG_RETENTION_DAYS, or any DELETE) had added to a project's running
+-- totals. The totals themselves never go down: lowering every later bucket would rewrite a year of
+-- buckets for each batch of a purge. Readers subtract these instead (queries/log_counts.py), from the
+-- buckets that start at or after counts_from, which hold every deleted row that was counted; an older
+-- bucket is not used, and what it would have answered is counted from the rows themselves.
+CREATE TABLE IF NOT EXISTS email_log_removed (
+    project_id  bigint      PRIMARY KEY,
+    created     bigint      NOT NULL,  -- deleted rows the running totals counted as created
+    sent        bigint      NOT NULL,  -- ... as sent
+    failed      bigint      NOT NULL,  -- ... as failed
+    counts_from timestamptz NOT NULL   -- the bucket holding the latest counted timestamp of a deleted row
+);
+-- Runs in the statement that deletes, so totals and today's counts are exact at once, without a refill.
+-- Only timestamps before the project's filled edge were counted, so only those are subtracted. The
+-- lock makes a fill that is under way finish first (the edge read below then includes its buckets),
+-- and one that starts later wait for this transaction and see the rows gone.
+CREATE OR REPLACE FUNCTION forget_deleted_emails() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    LOCK TABLE email_log_counts IN SHARE ROW EXCLUSIVE MODE;
+    INSERT INTO email_log_removed AS r (project_id, created, sent, failed, counts_from)
+    SELECT d.project_id, count(*) FILTER (WHERE d.created_at < x.edge), count(*) FILTER (WHERE d.sent_at < x.edge),
+           count(*) FILTER (WHERE d.failed_at < x.edge),
+           date_bin('15 minutes', max(greatest(CASE WHEN d.created_at < x.edge THEN d.created_at END,
+                                               CASE WHEN d.sent_at < x.edge THEN d.sent_at END,
+                                               CASE WHEN d.failed_at < x.edge THEN d.failed_at END)), 'epoch')
+    FROM deleted_emails d JOIN (
+        SELECT p.project_id, (SELECT max(bucket_start) + interval '15 minutes' FROM email_log_counts c
+                              WHERE c.project_id = p.project_id) AS edge
+        FROM (SELECT DISTINCT project_id FROM deleted_emails) p
+    ) x USING (project_id)
+    WHERE d.created_at < x.edge
+    GROUP BY d.project_id
+    ON CONFLICT (project_id) DO UPDATE SET created = r.created + excluded.created, sent = r.sent + excluded.sent,
+        failed = r.failed + excluded.failed, counts_from = greatest(r.counts_from, excluded.counts_from);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS emails_deleted_clear_counts ON emails;  -- before: any deletion cleared every total
+CREATE OR REPLACE TRIGGER emails_deleted_keep_counts AFTER DELETE ON emails REFERENCING OLD TABLE AS deleted_emails
+    FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_emails();
+-- Emptying the log empties its totals.
 CREATE OR REPLACE FUNCTION clear_email_log_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     LOCK TABLE email_log_counts IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM email_log_counts;
+    DELETE FROM email_log_removed;
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER emails_deleted_clear_counts AFTER DELETE OR TRUNCATE ON emails
+CREATE OR REPLACE TRIGGER emails_truncated_clear_counts AFTER TRUNCATE ON emails
     FOR EACH STATEMENT EXECUTE FUNCTION clear_email_log_counts();
+
+-- Retention (docs/operations.md) ---------------------------------------------------------------
+-- When BODY_RETENTION_DAYS deleted the message's body, html and headers; NULL while they are kept.
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS content_purged_at timestamptz;
+-- The purge of bodies: finished messages whose content is kept, oldest first. A row enters it when it
+-- finishes (an update that writes every index anyway), never when it is inserted: accepting pays nothing.
+CREATE INDEX IF NOT EXISTS emails_content_kept_idx ON emails (project_id, created_at)
+    WHERE content_purged_at IS NULL AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED', 'FAILED', 'CANCELED');
 
 -- The reconciler's scans: messages not finished yet (a SENT one with deferred recipients included),
 -- oldest change first. It replaces emails_unfinished_idx, which did not cover retry_pending.

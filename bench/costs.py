@@ -1,12 +1,14 @@
 """The cost of one accepted POST /email/send and of one delivery job, in-process: round trips and time.
 
     python bench/costs.py --sink-port PORT [--db NAME] [--redis N] [--messages N] [--root DIR] [--profile]
+                          [--metrics-dir DIR]
 
 A round trip is one send to a server followed by waiting for its answer: one psycopg2 execute in
 autocommit mode, one redis-py packed send (a pipeline is one). Counting them with the real code
 paths is exact where timing on a shared machine is not. `--root` measures another checkout (a
 worktree of an earlier commit) on the same servers; `--profile` prints where a send's time goes
-(pyinstrument). `make bench` runs it against its own database and smtp-sink.
+(pyinstrument). `--metrics-dir` counts metrics into files as gunicorn's workers do (prometheus_client's
+multiprocess mode) instead of in memory. `make bench` runs it against its own database and smtp-sink.
 """
 
 import argparse
@@ -38,8 +40,13 @@ def main():
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--root", default=ROOT)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--metrics-dir", help="count metrics into files in DIR, as a gunicorn worker does")
     args = parser.parse_args()
     sys.path.insert(0, args.root)
+    if args.metrics_dir:
+        from emailsvc.metrics.files import use_files
+
+        use_files(args.metrics_dir, "web")
     from emailsvc import create_app
     from emailsvc.auth import hash_key, new_key
     from emailsvc.db import init_db

@@ -73,9 +73,11 @@ def started(args, env, name, log_dir):
 
 
 def gunicorn(app_path, port, env, name, log_dir, extra=()):
-    """Start gunicorn with the project's own gunicorn.conf.py, as production runs it (access log included)."""
+    """Start gunicorn with the project's own gunicorn.conf.py, as production runs it (request log lines included)."""
     args = [os.path.join(VENV_BIN, "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", *extra]
     args.append(app_path)
+    # Metrics files of its own: instances started side by side must not clear each other's.
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": os.path.join(log_dir, f"metrics-{name}")}
     return started(args, env, name, log_dir)
 
 

@@ -120,7 +120,8 @@ def start_api(url, redis_url, log_path):
     """Start gunicorn with the project's settings on a free port; return (process, port)."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "GUNICORN_BIND": f"127.0.0.1:{port}",
-           "RATELIMIT_DEFAULT": "1000000 per minute"}  # fmt: skip
+           "RATELIMIT_DEFAULT": "1000000 per minute",
+           "PROMETHEUS_MULTIPROC_DIR": str(log_path.with_suffix(".metrics"))}  # each instance its own  # fmt: skip
     env.pop("DATABASE_READ_URL", None)
     gunicorn = Path(sys.executable).parent / "gunicorn"
     with open(log_path, "wb") as log:

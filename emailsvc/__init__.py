@@ -8,9 +8,21 @@ from .cli import register_commands
 from .config import load_config
 from .errors import register_error_handlers
 from .limits import init_limiter
+from .request_log import register_request_log
 from .services import Services
 from .ui import init_ui
-from .views import delivery_events, emails, health, lifecycle, logs, projects, suppressions, templates, webhooks
+from .views import (
+    delivery_events,
+    emails,
+    health,
+    lifecycle,
+    logs,
+    metrics,
+    projects,
+    suppressions,
+    templates,
+    webhooks,
+)
 from .web import register_request_hooks
 
 
@@ -20,7 +32,8 @@ def create_app(config=None):
     app.config.update(load_config(config))
     app.json.sort_keys = False
     app.extensions["emailsvc"] = Services(app.config)
-    # before_request hooks run in this order: request ID, then the key, then the count keyed on it.
+    # before_request hooks run in this order: the clock, the request ID, then the key, then the count keyed on it.
+    register_request_log(app)
     register_request_hooks(app)
     app.before_request(load_api_key)
     init_limiter(app)
@@ -34,6 +47,7 @@ def create_app(config=None):
     app.register_blueprint(projects.bp)
     app.register_blueprint(templates.bp)
     app.register_blueprint(lifecycle.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(openapi.bp)
     init_ui(app)
     register_commands(app)

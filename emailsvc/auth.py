@@ -122,3 +122,40 @@ def require_scope(*scopes):
         return guarded
 
     return decorator
+
+
+def require_operator(token_setting=None):
+    """Decorate a view so it needs an `operator` key, or the secret the setting `token_setting` holds (when set).
+
+    Project keys, whatever their scopes, are 403. A wrong token counts as an unknown key of its
+    address, so guessing one is limited as guessing keys is; the comparison takes the same time
+    whatever the guess.
+    """
+
+    def decorator(view):
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            token = current_app.config[token_setting] if token_setting else ""
+            presented = presented_key()
+            if token and presented and not KEY_SHAPE.fullmatch(presented):
+                unknown_keys = current_app.extensions["emailsvc.unknown_keys"]
+                wait = unknown_keys.retry_after(request.remote_addr)
+                if wait:
+                    raise too_many_unknown_keys(unknown_keys.limit, wait)
+                if hmac.compare_digest(hashlib.sha256(presented.encode()).digest(),
+                                       hashlib.sha256(token.encode()).digest()):  # fmt: skip
+                    return view(*args, **kwargs)
+                unknown_keys.failed(request.remote_addr)
+                raise Unauthorized()
+            if g.get("key_lookup_error"):
+                raise g.key_lookup_error
+            if g.get("api_key") is None:
+                raise Unauthorized()
+            if OPERATOR not in g.api_key["scopes"]:
+                raise Forbidden(f"This needs an API key with the '{OPERATOR}' scope; project keys have none.")
+            return view(*args, **kwargs)
+
+        guarded.required_scopes = (OPERATOR,)  # read by the OpenAPI document
+        return guarded
+
+    return decorator

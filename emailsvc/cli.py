@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app wsgi init-db | projects … | api-keys … | reconcile`."""
+"""Operator commands: `flask --app wsgi init-db | projects … | api-keys … | reconcile | purge`."""
 
 import click
 import psycopg2.errors
@@ -11,6 +11,7 @@ from .db import init_db
 from .queries.api_keys import insert_api_key, list_api_keys, revoke_api_key
 from .queries.projects import ensure_project, find_project, insert_project, list_projects, rename_project
 from .reconciler import reconcile
+from .retention import purge
 from .services import get_services
 
 api_keys = AppGroup("api-keys", help="Create, list and revoke API keys.")
@@ -131,8 +132,26 @@ def reconcile_command(grace):
     )
 
 
+@click.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@with_appcontext
+def purge_command(dry_run):
+    """Run one retention pass: message content past BODY_RETENTION_DAYS, log rows past LOG_RETENTION_DAYS."""
+    done = purge(current_app.config, dry_run=dry_run)
+    if done is None:
+        raise click.ClickException("Another purge is running; try again later.")
+    for step, before, removed in done:
+        if before is None:
+            click.echo(f"{step.name.capitalize()}: kept for ever ({step.setting}=0).")
+        else:
+            verb = "would be deleted" if dry_run else "deleted"
+            click.echo(f"{step.name.capitalize()} {verb}: {removed} messages created before {before:%Y-%m-%d %H:%M} "
+                       f"UTC ({step.setting}={current_app.config[step.setting]}).")  # fmt: skip
+
+
 def register_commands(app):
     app.cli.add_command(init_db_command)
     app.cli.add_command(projects)
     app.cli.add_command(api_keys)
     app.cli.add_command(reconcile_command)
+    app.cli.add_command(purge_command)

@@ -40,11 +40,17 @@ DEFAULTS = {
     "SECRET_KEY": "",  # signs the page's session cookie; without it the page (/ui/) is off
     "SESSION_COOKIE_SECURE": "true",  # the page's cookie travels over HTTPS only; `make run` turns it off
     "DEV_MAIL_DIR": "",  # the development sink's folder, browsable at /ui/dev/mail (set by `make run` only)
+    "METRICS_TOKEN": "",  # none: GET /metrics takes an operator key only
+    "PROMETHEUS_MULTIPROC_DIR": "var/metrics",
+    "LOG_FORMAT": "text",
+    "BODY_RETENTION_DAYS": "30",
+    "LOG_RETENTION_DAYS": "365",
 }
 MIN_SECRET_KEY_LENGTH = 32
 
 
 SMTP_SECURITY_MODES = ("none", "starttls", "ssl")
+LOG_FORMATS = ("text", "json")
 
 
 def _split(value):
@@ -76,6 +82,11 @@ def load_config(environ=None):
     if raw["SECRET_KEY"] and len(raw["SECRET_KEY"]) < MIN_SECRET_KEY_LENGTH:
         # Whoever guesses it can sign a session for any key id: as good as holding every key.
         raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters (random), or empty")
+    if raw["LOG_FORMAT"].strip().lower() not in LOG_FORMATS:
+        raise ValueError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {raw['LOG_FORMAT']!r}")
+    retention = {name: int(raw[name]) for name in ("BODY_RETENTION_DAYS", "LOG_RETENTION_DAYS")}
+    if min(retention.values()) < 0:
+        raise ValueError("BODY_RETENTION_DAYS and LOG_RETENTION_DAYS must be 0 (keep for ever) or more")
     concurrency = int(raw["SMTP_CONCURRENCY"])
     if concurrency < 1 or (raw["SMTP_MAX_CONNECTIONS"] and int(raw["SMTP_MAX_CONNECTIONS"]) < 1):
         raise ValueError("SMTP_CONCURRENCY and SMTP_MAX_CONNECTIONS must be at least 1")
@@ -102,4 +113,8 @@ def load_config(environ=None):
         "WEBHOOK_ALLOW_PRIVATE": _flag(raw["WEBHOOK_ALLOW_PRIVATE"]),
         "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
         "SESSION_COOKIE_SECURE": raw["SESSION_COOKIE_SECURE"].strip().lower() in ("1", "true", "yes"),
+        # Absolute: gunicorn's workers and worker.py's processes must name the same directory.
+        "PROMETHEUS_MULTIPROC_DIR": os.path.abspath(raw["PROMETHEUS_MULTIPROC_DIR"]),
+        "LOG_FORMAT": raw["LOG_FORMAT"].strip().lower(),
+        **retention,
     }

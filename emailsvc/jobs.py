@@ -10,6 +10,7 @@ from flask import current_app
 from rq import Retry, get_current_job
 
 from . import smtp_health
+from .metrics import count_attempt
 from .queries.emails import (
     claim_for_sending,
     holds_sending_lock,
@@ -118,7 +119,9 @@ def _claim(cur, email_id):
 
 
 def _attempt(cur, services, mailer, email_id, row, claimed_at):
+    started = time.perf_counter()
     outcome = mailer.send(row, targets(row), lambda: _still_claimed(cur, email_id, claimed_at))
+    seconds = time.perf_counter() - started
     if outcome.claim_lost:
         cur.connection.close()  # so the pool never hands the dead connection out again
         raise ClaimLost(f"email {email_id}: the sending claim was lost before DATA; nothing was sent")
@@ -128,8 +131,22 @@ def _attempt(cur, services, mailer, email_id, row, claimed_at):
     record = settle(row, outcome, final)
     record_attempt(cur, email_id, record, was_sending=row["status"] == "SENDING")
     smtp_health.note(services.redis, outcome.failure)
+    verdict, code, enhanced = _verdict(outcome, record)
+    count_attempt(verdict, code, enhanced, seconds)
+    fields = {"email_id": str(email_id), "attempt": row["attempts"], "outcome": verdict, "smtp_code": code}
+    log.info("email %(email_id)s attempt %(attempt)s: %(outcome)s (%(smtp_code)s)", fields, extra=fields)
     if record.retry_pending:
-        raise RetryLater(record.last_error["message"])
+        # The reply's codes only: its text, like the recorded error, may name a recipient, and RQ logs this.
+        reply = " ".join(str(part) for part in (code, enhanced) if part) or "no reply"
+        raise RetryLater(f"recipients deferred ({reply}); RQ runs the job again")
+
+
+def _verdict(outcome, record):
+    """Return (sent, deferred or failed; the deciding reply's code and enhanced status) of an attempt."""
+    if any(status == "accepted" for status, _, _ in outcome.recipients.values()):
+        return "sent", outcome.data_reply.code, outcome.data_reply.enhanced_status
+    error = record.last_error or {}
+    return ("deferred" if record.retry_pending else "failed"), error.get("smtp_code"), error.get("enhanced_status")
 
 
 def _still_claimed(cur, email_id, claimed_at):

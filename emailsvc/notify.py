@@ -15,6 +15,7 @@ from http.client import HTTPException
 import psycopg2.errors
 from flask import current_app
 
+from .metrics import WEBHOOK_DELIVERIES
 from .queries.webhooks import (
     abandon_delivery,
     abandon_waiting_deliveries,
@@ -67,6 +68,7 @@ def deliver_webhook(delivery_id):
             return  # a duplicate job, or the endpoint was deleted
         if delivery["disabled_at"] is not None:
             abandon_delivery(cur, delivery_id)
+            WEBHOOK_DELIVERIES.labels("abandoned").inc()
             return
         row = get_delivery_log(cur, delivery_id)
     body = json.dumps(
@@ -87,6 +89,7 @@ def deliver_webhook(delivery_id):
     )
     intervals = config["WEBHOOK_RETRY_INTERVALS"]
     retry_in = intervals[delivery["attempts"]] if delivery["attempts"] < len(intervals) else None
+    WEBHOOK_DELIVERIES.labels("delivered" if attempt["ok"] else "retrying" if retry_in is not None else "failed").inc()
     try:
         with db.cursor() as cur:
             endpoint = record_attempt(cur, delivery_id, attempt, retry_in, DISABLE_AFTER)

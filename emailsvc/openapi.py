@@ -45,18 +45,19 @@ REQUIRED_HEADERS = {401: ("WWW-Authenticate",), 429: (*RATE_HEADERS, "Retry-Afte
 FLASK_PARAM = re.compile(r"<(?:[a-z]+:)?(\w+)>")
 
 
-def document(*, body=None, query=None, response=None, status=200, also=(), errors=(), example=None):
+def document(*, body=None, query=None, response=None, status=200, also=(), errors=(), example=None, media_type=None):
     """Describe a view in GET /openapi.json; put it just below the route decorator.
 
     `body` and `query` are the input schemas the view loads (`example`, a sample body), `response`
     the output schema it dumps with `status` (and with the other successes in `also`), and `errors`
     the statuses the view itself raises; those that follow from the rest (401/403/503 from the scope,
-    400/413/415/422 from a body, 429 from the rate limits) are added.
+    400/413/415/422 from a body, 429 from the rate limits) are added. `media_type` names a success
+    body that is not JSON (its schema: a string).
     """
 
     def decorator(view):
         view.openapi = {"body": body, "query": query, "response": response, "status": status, "also": also,
-                        "errors": errors, "example": example}  # fmt: skip
+                        "errors": errors, "example": example, "media_type": media_type}  # fmt: skip
         return view
 
     return decorator
@@ -124,7 +125,9 @@ def _operation(endpoint, view, path):
     if limited:
         statuses.add(429)
     success = {"description": summary.strip() or "Success.", "headers": {"X-Request-ID": "X-Request-ID"}}
-    if doc["status"] != 204:
+    if doc["media_type"]:
+        success["content"] = {doc["media_type"]: {"schema": {"type": "string"}}}
+    elif doc["status"] != 204:
         success["content"] = {"application/json": {"schema": doc["response"] or {"type": "object"}}}
     if limited:
         success["headers"].update({name: name for name in RATE_HEADERS})

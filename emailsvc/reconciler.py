@@ -21,6 +21,7 @@ from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
 from .jobs import MAX_ATTEMPTS, enqueue_delivery
+from .metrics import RECONCILER_RECOVERIES
 from .queries.emails import (
     list_waiting,
     lock_reconciler,
@@ -52,6 +53,9 @@ def reconcile(grace):
                 unlock_reconciler(cur)
     if any(done.values()):
         log.info("reconciler: %s", ", ".join(f"{name} {count}" for name, count in done.items()))
+    for kind in ("abandoned", "failed", "requeued"):
+        if done[kind]:
+            RECONCILER_RECOVERIES.labels(kind).inc(done[kind])
     return done
 
 

@@ -329,7 +329,9 @@ class LogSchema(Schema):
     last_error = fields.Nested(LastErrorSchema, allow_none=True)
     template = fields.Nested(TemplateRefSchema, allow_none=True, metadata={"description": "What it was rendered from."})
     resent_from = fields.UUID(allow_none=True, metadata={"description": "The message this one resends."})
-    content_purged_at = fields.DateTime(allow_none=True)
+    content_purged_at = fields.DateTime(
+        allow_none=True, metadata={"description": "When BODY_RETENTION_DAYS deleted body, html and headers."}
+    )
 
 
 class LogWithEventsSchema(LogSchema):

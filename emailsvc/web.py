@@ -1,21 +1,20 @@
 """Request plumbing shared by the blueprints: request IDs (on responses and log lines), proxies, JSON bodies."""
 
 import json
-import logging
 import re
 import uuid
 
-from flask import g, has_app_context, request
+from flask import g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .errors import InvalidJson, InvalidParameter, UnsupportedMediaType, ValidationFailed
+from .logging_config import configure_logging
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # PostgreSQL text cannot hold NUL, and UTF-8 cannot encode a lone surrogate (JSON's "\ud800").
 UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 UNSTORABLE_MESSAGE = "Must not contain NUL characters or unpaired surrogates."
 MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 def assign_request_id():
@@ -73,28 +72,6 @@ def refuse_unstorable_query():
         raise InvalidParameter("Query parameters must not contain NUL characters.")
 
 
-def _with_request_id(make_record):
-    def make(*args, **kwargs):
-        record = make_record(*args, **kwargs)
-        record.request_id = g.get("request_id", "-") if has_app_context() else "-"
-        return record
-
-    make.adds_request_id = True
-    return make
-
-
-def configure_logging():
-    """Stamp every log record with its request's ID, and log to stderr unless the host configured logging."""
-    if not getattr(logging.getLogRecordFactory(), "adds_request_id", False):
-        logging.setLogRecordFactory(_with_request_id(logging.getLogRecordFactory()))
-    root = logging.getLogger()
-    if not root.handlers:  # gunicorn leaves the root logger alone; worker.py and pytest set their own
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-
-
 def trust_proxies(app):
     """Take the client address from X-Forwarded-For, but only from the TRUSTED_PROXIES hops nearest us."""
     hops = app.config["TRUSTED_PROXIES"]
@@ -106,7 +83,7 @@ def trust_proxies(app):
 
 def register_request_hooks(app):
     """Give every request and response an X-Request-ID, every log line too, and trust only our proxies."""
-    configure_logging()
+    configure_logging(app.config["LOG_FORMAT"])
     trust_proxies(app)
     app.before_request(assign_request_id)
     app.before_request(refuse_unstorable_query)

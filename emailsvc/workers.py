@@ -6,7 +6,8 @@ performs jobs in-process instead of forking per job; the process keeps its datab
 connections open from one message to the next.
 WEBHOOK_PROCESSES separate processes deliver outbound webhooks (queue `webhooks`): a sending process
 never waits on a webhook receiver, however slow. The supervisor, otherwise idle, runs the
-reconciler every RECONCILE_INTERVAL seconds.
+reconciler every RECONCILE_INTERVAL seconds, and a retention pass (emailsvc/retention.py) in a
+process of its own at start and then once a day.
 """
 
 import ctypes
@@ -19,8 +20,10 @@ import threading
 import time
 
 from . import create_app
+from .metrics.files import clear_files, mark_dead, use_files
 from .notify import dispatch_forever
 from .reconciler import reconcile
+from .retention import purge
 from .rq_worker import LeanWorker
 from .sending import SendingProcess
 from .services import get_services
@@ -31,6 +34,7 @@ RESPAWN_DELAY = 1.0
 # during maintenance, every 10 minutes by default; check every 30 s so a scheduler lost to a Redis
 # outage or a killed worker is replaced soon after its lock expires.
 MAINTENANCE_INTERVAL = 30
+PURGE_INTERVAL = 24 * 3600
 
 
 def _die_with_parent():
@@ -57,6 +61,20 @@ def run_webhook_worker():
         LeanWorker([get_services().webhook_queue], connection=get_services().redis).work(logging_level="INFO")
 
 
+def run_purge():
+    """Run one retention pass; SIGTERM or SIGINT stops it between two batches."""
+    _die_with_parent()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    app = create_app()
+    try:
+        with app.app_context():
+            purge(app.config, should_stop=stop.is_set)
+    except Exception:  # an outage: tomorrow's pass takes up what is left
+        log.exception("retention pass failed")
+
+
 class Supervisor:
     """Starts the sending and webhook processes, restarts one that dies, reconciles, and stops them all on
     SIGTERM or SIGINT."""
@@ -71,6 +89,8 @@ class Supervisor:
         self.stopping = False
         self.signalled = set()
         self.next_reconcile = 0.0
+        self.purger = None  # the process of the running retention pass
+        self.next_purge = 0.0
 
     def start_child(self, target):
         child = multiprocessing.get_context("fork").Process(target=target, name=f"emailsvc-{target.__name__}")
@@ -80,7 +100,7 @@ class Supervisor:
 
     def stop(self, signum=None, frame=None):
         self.stopping = True
-        for child in self.children:
+        for child in self.children + ([self.purger] if self.purger else []):
             if child.is_alive() and child.pid not in self.signalled:
                 self.signalled.add(child.pid)  # once: RQ takes a second SIGTERM as a cold stop
                 os.kill(child.pid, signal.SIGTERM)  # warm shutdown: the message in hand is finished
@@ -95,9 +115,25 @@ class Supervisor:
         except Exception:  # an outage must not stop the supervisor; the next pass tries again
             log.exception("reconciler pass failed")
 
+    def purge_when_due(self, metrics_dir):
+        if self.purger is not None and not self.purger.is_alive():
+            self.purger.join()
+            mark_dead(metrics_dir, "worker", self.purger.pid)
+            self.purger = None
+        if self.stopping or self.purger is not None or time.monotonic() < self.next_purge:
+            return
+        self.next_purge = time.monotonic() + PURGE_INTERVAL
+        self.purger = multiprocessing.get_context("fork").Process(target=run_purge, name="emailsvc-purge")
+        self.purger.start()
+
     def run(self):
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        # The supervisor and every process it starts count into files GET /metrics sums (emailsvc/metrics/files.py);
+        # what an earlier run counted goes first.
+        metrics_dir = self.app.config["PROMETHEUS_MULTIPROC_DIR"]
+        clear_files(metrics_dir, "worker")
+        use_files(metrics_dir, "worker")
         for target in self.targets:
             self.start_child(target)
         log.info(
@@ -107,9 +143,11 @@ class Supervisor:
         )
         while self.children:
             self.reconcile_when_due()
+            self.purge_when_due(metrics_dir)
             time.sleep(0.5)
             for child in [c for c in self.children if not c.is_alive()]:
                 child.join()
+                mark_dead(metrics_dir, "worker", child.pid)
                 self.children.remove(child)
                 target = self.roles.pop(child)
                 if not self.stopping:
@@ -119,9 +157,10 @@ class Supervisor:
                         self.start_child(target)
             if self.stopping:
                 self.stop()  # also reaches a process started while the signal was being handled
+        if self.purger is not None:
+            self.purger.join()
 
 
 def main():
-    """Entry point of worker.py."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """Entry point of worker.py; it logs as the API does (LOG_FORMAT), set up by create_app."""
     Supervisor(create_app()).run()

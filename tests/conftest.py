@@ -342,7 +342,10 @@ class Processes:
 @pytest.fixture
 def processes(settings, tmp_path):
     """Start real service processes with the test settings; they are stopped after the test."""
-    started = Processes({**settings, "TEST_LOG_DIR": str(tmp_path)})
+    # Metrics files of their own: never those of `make run` or of another test's processes.
+    started = Processes(
+        {**settings, "TEST_LOG_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    )
     yield started
     started.stop_all()
 

@@ -135,13 +135,13 @@ def test_limits_are_exact_across_two_gunicorn_workers(app, processes, tmp_path):
     assert sorted(statuses[:12]) == [201] * 5 + [429] * 7
     assert sorted(statuses[12:]) == [201] * 5 + [429] * 2
     # Both workers took part, so one shared count in Redis is what held the line.
-    access = wait_for(lambda: _access_lines(tmp_path / "web.log", 19), message="19 lines in the access log")
-    served_by = {re.search(r"<(\d+)> request_id=\w+", line).group(1) for line in access}
+    access = wait_for(lambda: _request_lines(tmp_path / "web.log", 19), message="19 request lines in the log")
+    served_by = {re.search(r"\[(\d+)\] \[\w+\] POST /email/send", line).group(1) for line in access}
     assert len(served_by) == 2 and str(web.pid) not in served_by
 
 
-def _access_lines(path, count):
-    lines = [line for line in path.read_text().splitlines() if '"POST /email/send' in line]
+def _request_lines(path, count):
+    lines = [line for line in path.read_text().splitlines() if "emailsvc.request" in line and "/email/send " in line]
     return lines if len(lines) == count else None
 
 

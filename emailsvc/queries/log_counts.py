@@ -77,17 +77,30 @@ def fill_log_counts(cur, project_id):
     return cur.rowcount
 
 
+# What the project's deleted rows had added to its totals (schema.sql, email_log_removed), as `r`.
+REMOVED = """r AS (
+        SELECT coalesce(max(created), 0) AS created, coalesce(max(sent), 0) AS sent, coalesce(max(failed), 0) AS failed,
+               coalesce(max(counts_from), '-infinity') AS counts_from
+        FROM email_log_removed WHERE project_id = %(project)s
+    )"""
+
+
 def _running_totals_before(cur, project_id, *moments):
-    """For each moment, return the project's running totals and end of its last bucket starting before it, or None."""
+    """For each moment, return the project's running totals (less its deleted rows) and the end of its last bucket
+    starting before it, or None when there is none; `usable` is False when a row deleted since that bucket was
+    filled cannot be placed in it (then only the rows themselves can answer)."""
     cur.execute(
-        """SELECT b.* FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS m (moment, n)
+        f"""WITH {REMOVED}
+           SELECT b.bucket_end, b.created - r.created AS created, b.sent - r.sent AS sent,
+                  b.failed - r.failed AS failed, b.bucket_start >= r.counts_from AS usable
+           FROM r, unnest(%(moments)s::timestamptz[]) WITH ORDINALITY AS m (moment, n)
            LEFT JOIN LATERAL (
-               SELECT bucket_start + interval '15 minutes' AS bucket_end, created, sent, failed
-               FROM email_log_counts WHERE project_id = %s AND bucket_start < m.moment
+               SELECT bucket_start, bucket_start + interval '15 minutes' AS bucket_end, created, sent, failed
+               FROM email_log_counts WHERE project_id = %(project)s AND bucket_start < m.moment
                ORDER BY bucket_start DESC LIMIT 1
            ) b ON TRUE
            ORDER BY m.n""",
-        (list(moments), project_id),
+        {"project": project_id, "moments": list(moments)},
     )
     return [row if row["bucket_end"] else None for row in cur.fetchall()]
 
@@ -117,7 +130,7 @@ def count_all_logs(cur, project_id):
     (edge,) = _running_totals_before(cur, project_id, "infinity")
     return (
         edge["created"] + _count_created_since(cur, project_id, edge["bucket_end"])
-        if edge
+        if edge and edge["usable"]
         else _count_created_since(cur, project_id, "-infinity")
     )
 
@@ -128,23 +141,33 @@ def count_day(cur, project_id, start, end):
     # today; any other is counted live.
     on_edges = all((moment - EPOCH) % BUCKET == timedelta(0) for moment in (start, end))
     at_start, at_end = _running_totals_before(cur, project_id, start, end) if on_edges else (None, None)
+    if not all(edge is None or edge["usable"] for edge in (at_start, at_end)):
+        at_start = at_end = None  # a day as old as deleted rows: counted from its rows
     live = _count_live(cur, project_id, max(start, at_end["bucket_end"]) if at_end else start, end)
     return {name: live[name] + (at_end[name] if at_end else 0) - (at_start[name] if at_start else 0) for name in live}
 
 
 def locate_offset(cur, project_id, offset):
     """Return (since, skip): row `offset` of the project's log, oldest first, is row `skip` of those created since
-    `since`."""
+    `since` (None: since the first row)."""
+    # Over the buckets usable after deletions only, with the deleted rows taken off their totals (the last
+    # bucket is always usable). Before the first usable bucket, rows the purge kept may remain that no
+    # total places: an offset among them is counted from the first row.
     cur.execute(
-        """WITH hit AS (SELECT bucket_start FROM email_log_counts
-                        WHERE project_id = %(project)s AND created > %(offset)s
+        f"""WITH {REMOVED},
+                hit AS (SELECT bucket_start FROM email_log_counts
+                        WHERE project_id = %(project)s AND created > %(offset)s + (SELECT created FROM r)
+                          AND bucket_start >= (SELECT counts_from FROM r)
                         ORDER BY created, bucket_start LIMIT 1),
-                last AS (SELECT bucket_start, created FROM email_log_counts WHERE project_id = %(project)s
-                         ORDER BY bucket_start DESC LIMIT 1)
-           SELECT bucket_start AS since,
-                  %(offset)s - coalesce((SELECT created FROM email_log_counts b
-                                         WHERE b.project_id = %(project)s AND b.bucket_start < hit.bucket_start
-                                         ORDER BY b.bucket_start DESC LIMIT 1), 0) AS skip
+                before_hit AS (SELECT created - (SELECT created FROM r) AS created FROM email_log_counts
+                               WHERE project_id = %(project)s AND bucket_start < (SELECT bucket_start FROM hit)
+                                 AND bucket_start >= (SELECT counts_from FROM r)
+                               ORDER BY bucket_start DESC LIMIT 1),
+                last AS (SELECT bucket_start, created - (SELECT created FROM r) AS created FROM email_log_counts
+                         WHERE project_id = %(project)s ORDER BY bucket_start DESC LIMIT 1)
+           SELECT CASE WHEN EXISTS (SELECT FROM before_hit) OR (SELECT counts_from FROM r) = '-infinity'
+                       THEN bucket_start END AS since,
+                  %(offset)s - coalesce((SELECT created FROM before_hit), 0) AS skip
            FROM hit
            UNION ALL
            SELECT bucket_start + interval '15 minutes', %(offset)s - created FROM last
@@ -152,4 +175,29 @@ def locate_offset(cur, project_id, offset):
         {"project": project_id, "offset": offset},
     )
     row = cur.fetchone()
-    return (row["since"], row["skip"]) if row else (None, offset)
+    if row is None or row["since"] is None:
+        return None, offset
+    return row["since"], row["skip"]
+
+
+def count_totals(cur):
+    """Return, per project, (id, name, created, sent, failed): its rows ever created, sent and failed.
+
+    The running totals of the last filled bucket plus the rows after it. Totals are never lowered when
+    rows are deleted (see remove_counted_rows), so these only grow: Prometheus counters.
+    """
+    cur.execute(
+        """SELECT p.id, p.name,
+                  coalesce(b.created, 0) + (SELECT count(*) FROM emails e WHERE e.project_id = p.id
+                                            AND e.created_at >= coalesce(b.bucket_end, '-infinity')) AS created,
+                  coalesce(b.sent, 0) + (SELECT count(*) FROM emails e WHERE e.project_id = p.id
+                                         AND e.sent_at >= coalesce(b.bucket_end, '-infinity')) AS sent,
+                  coalesce(b.failed, 0) + (SELECT count(*) FROM emails e WHERE e.project_id = p.id
+                                           AND e.failed_at >= coalesce(b.bucket_end, '-infinity')) AS failed
+           FROM projects p LEFT JOIN LATERAL (
+               SELECT bucket_start + interval '15 minutes' AS bucket_end, created, sent, failed
+               FROM email_log_counts c WHERE c.project_id = p.id ORDER BY bucket_start DESC LIMIT 1
+           ) b ON TRUE
+           ORDER BY p.id"""
+    )
+    return cur.fetchall()

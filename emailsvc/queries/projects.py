@@ -47,3 +47,9 @@ def rename_project(cur, old, new):
     """Rename a project; return False when there is no project called `old`. A taken `new` raises UniqueViolation."""
     cur.execute("UPDATE projects SET name = %s WHERE name = %s RETURNING id", (new, old))
     return cur.fetchone() is not None
+
+
+def list_project_ids(cur):
+    """Return every project's id, oldest first."""
+    cur.execute("SELECT id FROM projects ORDER BY id")
+    return [row["id"] for row in cur.fetchall()]

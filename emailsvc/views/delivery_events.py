@@ -11,6 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..addresses import suppression_keys
 from ..errors import NotFound
+from ..metrics import MESSAGES_BOUNCED
 from ..openapi import document
 from ..queries.delivery_events import (
     apply_delivery_status,
@@ -89,6 +90,8 @@ def record_event(event):
         reason = suppression_reason(event)
         if reason:
             suppress(cur, email["project_id"], named, reason, email["id"])
+    if status == "BOUNCED":
+        MESSAGES_BOUNCED.labels(str(email["project_id"])).inc()
     return {"outcome": "applied" if status else "recorded"}
 
 

@@ -1,6 +1,5 @@
 """POST /email/send and GET /email/logs/<id>."""
 
-
 from flask import Blueprint
 
 from ..accepting import accept_email

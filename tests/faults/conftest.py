@@ -170,7 +170,8 @@ class Fault:
     def start(self, *args, name, **env):
         log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
         # A session of its own, so a test can kill the process with everything it forked.
-        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **self.settings, **env}, stdout=log,
+        metrics = {"PROMETHEUS_MULTIPROC_DIR": os.path.join(self.log_dir, "metrics")}  # never make run's
+        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **self.settings, **metrics, **env}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         proc.log_path = log.name
         self.procs.append(proc)
