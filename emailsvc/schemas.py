@@ -164,13 +164,30 @@ class VariablesField(fields.Dict):
         return variables
 
 
+def _given(name):
+    """The JSON Schema of a body that holds `name` as a non-empty string (for OPENAPI_EXTRA)."""
+    return {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+
+
+class WholeNumber(fields.Integer):
+    """An integer that JSON may also spell as an integral float (`3.0`), as JSON Schema's `integer` allows."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class SendSchema(Schema):
     """The body of POST /email/send: subject and body/html, or a template with its variables."""
 
-    # JSON Schema cannot say "at least one of these, non-empty" on a property (a body, an html body, or
-    # a template that makes them); the document adds this.
-    OPENAPI_EXTRA = {"anyOf": [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
-                               for name in ("body", "html", "template")]}  # fmt: skip
+    # JSON Schema cannot say "at least one of these, non-empty" on a property (a body or an html body,
+    # and a subject, unless a template makes them); the document adds this.
+    OPENAPI_EXTRA = {"allOf": [{"anyOf": [_given(name) for name in ("body", "html", "template")]},
+                               {"anyOf": [_given(name) for name in ("subject", "template")]}]}  # fmt: skip
 
     to_addrs = AddressList(
         data_key="to", single=True, required=True, validate=validate.Length(min=1, max=MAX_RECIPIENTS)
@@ -198,8 +215,8 @@ class SendSchema(Schema):
     template = fields.String(
         load_default=None, validate=validate.Regexp(TEMPLATE_NAME), metadata={"description": "Send this template."}
     )
-    template_version = fields.Integer(
-        strict=True, load_default=None, validate=validate.Range(min=1, max=2**31 - 1),
+    template_version = WholeNumber(
+        load_default=None, validate=validate.Range(min=1, max=2**31 - 1),
         metadata={"description": "A version of `template`; the latest when absent."},
     )  # fmt: skip
     variables = VariablesField(keys=fields.String(), load_default=dict, metadata={"description": "For `template`."})
@@ -605,7 +622,13 @@ webhook_log_schema = LogSchema(exclude=("body", "html"))  # webhook payloads car
 class TemplatePartsSchema(Schema):
     """The texts of a template, the field names of a send: subject, and body and/or html."""
 
-    subject = fields.String(required=True, validate=[validate.Length(min=1, max=998), no_line_breaks])
+    OPENAPI_EXTRA = {"anyOf": [_given("body"), _given("html")]}
+
+    subject = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=998), safe_subject],
+        metadata={"pattern": NO_CONTROLS_PATTERN, "description": HEADER_VALUE_DOC.rsplit(";", 1)[0] + "."},
+    )
     body = fields.String(load_default=None)
     html = fields.String(load_default=None)
 
@@ -625,7 +648,7 @@ class RenderRequestSchema(Schema):
     """The body of POST /templates/<name>/render."""
 
     variables = VariablesField(keys=fields.String(), load_default=dict)
-    version = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=2**31 - 1))
+    version = WholeNumber(load_default=None, validate=validate.Range(min=1, max=2**31 - 1))
 
 
 class TemplateSchema(Schema):

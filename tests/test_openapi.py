@@ -121,7 +121,10 @@ def test_one_decorator_documents_a_new_endpoint_with_its_query_and_errors(app):
 
 @pytest.fixture
 def fuzz_auth(database):
-    return {"Authorization": f"Bearer {make_key(FUZZED_APP)}"}
+    headers = {"Authorization": f"Bearer {make_key(FUZZED_APP)}"}
+    template = {"name": "welcome", "subject": "Welcome", "body": "Hello."}  # what real_values sends by name
+    assert FUZZED_APP.test_client().post("/templates", json=template, headers=headers).status_code == 201
+    return headers
 
 
 ADDRESSES = ["alice@example.com", "Bob <bob@example.org>", '"Doe, Jane" <jane@example.net>', "josé@exämple.com",
@@ -140,7 +143,8 @@ def real_values(case):
     phase (hooks reach only generated cases): addresses (format `mailbox`), IANA zones (`time-zone`),
     a future `send_at` (`future-date-time`), a cursor (checksummed: valid only as a page handed it
     out), a webhook URL that resolves, header names unique ignoring case, and the sizes counted over several
-    fields together (50 recipients over three fields, 16 KiB over all custom headers)."""
+    fields together (50 recipients over three fields, 16 KiB over all custom headers), a template that
+    exists, and variables free of NUL at any depth."""
     if case.meta is None or not case.meta.generation.mode.is_positive:
         return
     query, body = case.query if isinstance(case.query, dict) else {}, case.body if isinstance(case.body, dict) else {}
@@ -157,7 +161,15 @@ def real_values(case):
         body["url"] = "http://127.0.0.1:9/hooks"
     if isinstance(body.get("headers"), dict):  # names unique ignoring case, and a size over all of them
         body["headers"] = {name.lower(): value[:200] for name, value in body["headers"].items()}
-    if "subject" in body:
+    if "variables" in body:  # any JSON object; strings in it, at any depth, may not hold NUL
+        body["variables"] = {}
+    if body.get("template") is not None:  # a template that exists, instead of texts of its own
+        body.update(template="welcome", template_version=None)
+        for field in ("subject", "body", "html"):
+            body.pop(field, None)
+    elif "template" in body:  # no template: nothing of one either
+        body.pop("template_version", None)
+    if "subject" in body or "template" in body:
         room = MAX_RECIPIENTS - (1 if isinstance(body.get("to"), str) else len(body.get("to") or []))
         for field in ("cc", "bcc"):
             if isinstance(body.get(field), list):
