@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from psycopg2.extras import Json
 
+from .rows import E_EMAIL_SQL, EMAIL_SQL
 from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 
 INSERT_COLUMNS = (
@@ -26,7 +27,7 @@ NONE_SUPPRESSED = "(SELECT cardinality(suppressed) = 0 FROM s)"
 # The recipients' entries (docs/api.md) are derived from to, cc and bcc by a trigger (schema.sql).
 INSERT_EMAIL_CTE = f"""e AS (
         INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
-        SELECT {", ".join(f"%({c})s" for c in INSERT_COLUMNS)} WHERE GUARD RETURNING *
+        SELECT {", ".join(f"%({c})s" for c in INSERT_COLUMNS)} WHERE GUARD RETURNING {EMAIL_SQL}
     ), ev AS (
         INSERT INTO email_events (email_id, type, at) SELECT id, lower(status), created_at FROM e
     )"""
@@ -59,7 +60,7 @@ def inserted_or_suppressed(cur):
 
 
 # One answer row whatever happened: the suppressed addresses, and the inserted row's columns (NULL if none).
-SELECT_INSERTED = "SELECT s.suppressed, e.* FROM s LEFT JOIN e ON true"
+SELECT_INSERTED = f"SELECT s.suppressed, {E_EMAIL_SQL} FROM s LEFT JOIN e ON true"
 
 
 def insert_email(cur, email, suppression_keys):
@@ -77,7 +78,7 @@ def insert_email(cur, email, suppression_keys):
 
 def get_email(cur, project_id, email_id):
     """Return one log row of the project, or None (also when it belongs to another project)."""
-    cur.execute("SELECT * FROM emails WHERE id = %s AND project_id = %s", (email_id, project_id))
+    cur.execute(f"SELECT {EMAIL_SQL} FROM emails WHERE id = %s AND project_id = %s", (email_id, project_id))
     return cur.fetchone()
 
 
@@ -88,7 +89,8 @@ def list_events(cur, email_id):
 
 
 def _transition(cur, email_id, condition, assignments, event, detail=None, params=None, release_lock=False):
-    """Change one row's status and write its event; `release_lock` releases the sending lock too.
+    """Change one row's status and write its event; `release_lock` releases the sending lock too. Return the
+    changed row's id, or None.
 
     The lock is released once the row is changed and still row-locked, so a reconciler that finds the
     lock free before the commit waits on the row and then sees it no longer SENDING.
@@ -97,25 +99,25 @@ def _transition(cur, email_id, condition, assignments, event, detail=None, param
     cur.execute(
         f"""WITH e AS (
                 UPDATE emails SET {assignments}, updated_at = now()
-                WHERE id = %(id)s AND {condition} RETURNING *
+                WHERE id = %(id)s AND {condition} RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail) SELECT id, %(event)s, %(detail)s FROM e
             ){queue_webhooks_cte(event)}
-            {RELEASE_AND_SELECT if release_lock else "SELECT * FROM e"}""",
+            {RELEASE_AND_SELECT if release_lock else "SELECT e.id FROM e"}""",
         {**(params or {}), "id": email_id, "event": event, "detail": detail, "lock": SENDING_LOCK},
     )
     row = cur.fetchone()
-    return row if row and row["id"] is not None else None  # the LEFT JOIN's row when nothing changed
+    return row and row["id"]  # None when nothing changed (no row, or the LEFT JOIN's row of NULLs)
 
 
 # The end of an outcome statement whose CTE `e` holds the changed row: release the sending lock after the
 # UPDATE (count(*) makes it finish, row locked, before the unlock runs, whatever the join order) and
-# return the row, or a row of NULLs when nothing changed. A CTE with a volatile function runs exactly
+# return the row's id, NULL when nothing changed. A CTE with a volatile function runs exactly
 # once, and is never re-run when PostgreSQL rechecks a concurrently updated row.
 RELEASE_AND_SELECT = """, released AS (
         SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM (SELECT count(*) FROM e) changed
     )
-    SELECT e.* FROM released LEFT JOIN e ON true"""
+    SELECT e.id FROM released LEFT JOIN e ON true"""
 # A message that was SENT (or has moved on with delivery events) while recipients wait for a retry.
 SENT_STATUSES = ("SENT", "DELIVERED", "BOUNCED", "COMPLAINED")
 WAITING_FOR_RETRY = "(retry_pending AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED'))"
@@ -160,14 +162,14 @@ def claim_for_sending(cur, email_id):
                     status = CASE WHEN status IN ('PENDING', 'SCHEDULED') THEN 'SENDING' ELSE status END
                 WHERE id = %(id)s AND (SELECT locked FROM l) AND (
                     status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()) OR {WAITING_FOR_RETRY}
-                ) RETURNING *
+                ) RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type) SELECT id, 'sending' FROM e
             )
             SELECT l.locked,
                    (SELECT extract(epoch FROM scheduled_at - now())::float FROM emails
                     WHERE id = %(id)s AND status = 'SCHEDULED') AS due_in,
-                   e.*
+                   {E_EMAIL_SQL}
             FROM l LEFT JOIN e ON true""",
         {"id": email_id, "lock": SENDING_LOCK},
     )
@@ -204,7 +206,7 @@ def record_attempt(cur, email_id, record, was_sending):
     The recipients that changed are merged into the row's entries (a delivery event may have moved
     another one meanwhile); the events, webhooks and suppressions are written in the same statement.
     `was_sending`: the claim made the row SENDING; else it was a SENT message's background retry.
-    Return the row, or None when it had been taken away from this attempt.
+    Return the row's id, or None when it had been taken away from this attempt.
     """
     cur.execute(
         f"""WITH e AS (
@@ -224,7 +226,7 @@ def record_attempt(cur, email_id, record, was_sending):
                     failed_at = CASE WHEN %(status)s = 'FAILED' THEN now() ELSE failed_at END,
                     updated_at = now()
                 WHERE id = %(id)s AND CASE WHEN %(was_sending)s THEN status = 'SENDING' ELSE {WAITING_FOR_RETRY} END
-                RETURNING *
+                RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail)
                 SELECT e.id, x.ev->>'type', x.ev->>'detail'
@@ -249,13 +251,13 @@ def record_attempt(cur, email_id, record, was_sending):
             "webhook_types": record.webhooks,
         },
     )
-    row = cur.fetchone()
-    return row if row["id"] is not None else None
+    return cur.fetchone()["id"]
 
 
 def mark_failed(cur, email_id, error, from_statuses=("SENDING",), release_lock=True):
     """Record that the message will not be sent (its waiting recipients refused); from SENDING, release the
     sending lock too. `release_lock=False` for a message this session is not sending (e.g. one the queue refused).
+    Return the message's id, or None when it was not in one of `from_statuses`.
     """
     return _transition(
         cur, email_id, "status = ANY(%(from)s)",
@@ -289,14 +291,14 @@ def settle_abandoned(cur, max_attempts, retry_note, failed_note, limit=500):
                     retry_pending = attempts < %(max)s AND retry_pending,
                     updated_at = now()
                 WHERE id IN (SELECT id FROM abandoned) AND status = 'SENDING'
-                RETURNING *
+                RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail)
                 SELECT id, CASE status WHEN 'PENDING' THEN 'attempt_abandoned' ELSE 'failed' END,
                        CASE status WHEN 'PENDING' THEN %(retry)s ELSE %(failed)s END
                 FROM settled
             ), e AS (
-                SELECT * FROM settled WHERE status = 'FAILED'  -- those that failed notify their webhooks
+                SELECT {EMAIL_SQL} FROM settled WHERE status = 'FAILED'  -- those that failed notify their webhooks
             ){queue_webhooks_cte("failed")}
             SELECT id, status FROM settled""",
         {
@@ -331,7 +333,7 @@ def settle_abandoned_retries(cur, max_attempts, note, limit=500):
                 UPDATE emails SET recipients = {refuse_waiting("%(note)s")}, retry_pending = false,
                     last_error = {error_without_stage("%(note)s")}, updated_at = now()
                 WHERE id IN (SELECT id FROM abandoned) AND {WAITING_FOR_RETRY} AND attempts >= %(max)s
-                RETURNING *
+                RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail)
                 SELECT id, 'recipient_refused', a.addresses || ': ' || %(note)s FROM e JOIN abandoned a USING (id)

@@ -8,6 +8,7 @@ from .emails import (
     email_parameters,
     inserted_or_suppressed,
 )
+from .rows import E_EMAIL_SQL
 
 KEY_TTL_HOURS = 24
 
@@ -38,7 +39,7 @@ def insert_email_once(cur, email, suppression_keys, key, request_hash):
 def find_keyed_email(cur, api_key_id, key):
     """Return the log row an unexpired key created, with the key's `request_hash`; None if there is none."""
     cur.execute(
-        """SELECT k.request_hash, e.* FROM idempotency_keys k JOIN emails e ON e.id = k.email_id
+        f"""SELECT k.request_hash, {E_EMAIL_SQL} FROM idempotency_keys k JOIN emails e ON e.id = k.email_id
            WHERE k.api_key_id = %s AND k.key = %s AND k.created_at > now() - make_interval(hours => %s)""",
         (api_key_id, key, KEY_TTL_HOURS),
     )
