@@ -299,6 +299,9 @@ CALL add_project_id('idempotency_keys', false);
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
 -- Releasing the key of a message whose enqueue failed.
 CREATE INDEX IF NOT EXISTS idempotency_keys_email_id_idx ON idempotency_keys (email_id);
+-- Every message the key created, in the request's order (a batch has many; email_id is the first).
+-- NULL on a key recorded before batches existed: it created email_id alone.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS email_ids uuid[];
 
 -- Templates (docs/api.md, "Templates") ----------------------------------------------------------
 -- One row per version of a project's template. DELETE marks every version of the name deleted; a

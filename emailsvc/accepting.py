@@ -1,58 +1,100 @@
-"""Accepting a message: the sender check, the row (suppression and Idempotency-Key settled in its insert),
-the queue, and the rollback when the queue is down. POST /email/send and a resend both come here."""
+"""Accepting messages: the sender check, the rows (suppression and Idempotency-Key settled in their insert),
+the queue, and the rollback when the queue is down. POST /email/send, POST /email/batch and a resend
+all come here, through `accept`: one message is a batch of one."""
 
 import uuid
 
-from flask import current_app, g
+from flask import current_app, g, request
 from redis.exceptions import RedisError
 
 from .addresses import domain_of, suppression_keys
 from .auth import current_project_id
-from .errors import ServiceUnavailable, ValidationFailed
-from .idempotency import record_email
-from .jobs import enqueue_delivery
+from .errors import RecipientSuppressed, ServiceUnavailable, ValidationFailed
+from .idempotency import record_emails
+from .jobs import enqueue_deliveries
 from .queries.emails import mark_failed
 from .queries.idempotency import release_key
 from .services import get_services
 
 QUEUE_DOWN = "The queue was unavailable, so the message was not queued."
+SENDER_REFUSED = "This sender domain is not allowed."
+
+
+def sender_allowed(sender):
+    """EMAIL_ALLOWED_FROM_DOMAINS, so the service is no open relay: False for a sender outside them."""
+    allowed = current_app.config["EMAIL_ALLOWED_FROM_DOMAINS"]
+    return not allowed or domain_of(sender) in allowed
 
 
 def check_sender(sender):
-    """Refuse a sender outside EMAIL_ALLOWED_FROM_DOMAINS, so the service is no open relay."""
-    allowed = current_app.config["EMAIL_ALLOWED_FROM_DOMAINS"]
-    if allowed and domain_of(sender) not in allowed:
-        raise ValidationFailed(details={"from": ["This sender domain is not allowed."]})
+    """Refuse a sender outside EMAIL_ALLOWED_FROM_DOMAINS with a 422."""
+    if not sender_allowed(sender):
+        raise ValidationFailed(details={"from": [SENDER_REFUSED]})
 
 
-def accept_email(email, body, key):
-    """Record the loaded (and rendered) `email` as PENDING or SCHEDULED and queue it; return (row, replayed).
-
-    `body` is what the Idempotency-Key `key` fingerprints; a replay returns the row the key made.
-    """
+def complete(email, project_id, api_key_id):
+    """Fill in what the service decides for a loaded (and rendered) message: sender, id, status, Message-ID."""
     email["from_addr"] = email["from_addr"] or current_app.config["EMAIL_DEFAULT_FROM"]
-    check_sender(email["from_addr"])
     email_id = uuid.uuid4()
     email.setdefault("template", None)
     email.setdefault("resent_from", None)
     email.update(
         id=email_id,
-        project_id=current_project_id(),
-        api_key_id=g.api_key["id"],
+        project_id=project_id,
+        api_key_id=api_key_id,
         status="SCHEDULED" if email["scheduled_at"] else "PENDING",
         message_id=f"<{email_id}@{domain_of(email['from_addr'])}>",
     )
+    return email
+
+
+def by_index(batch, errors, error=ValidationFailed):
+    """The 422 for `errors` ({index: {field: messages}}): a batch's details name each message by its index,
+    {"messages": {"3": {...}}}; a single message's are its own."""
+    if batch:
+        return error(details={"messages": {str(n): details for n, details in sorted(errors.items())}})
+    return error(details=errors[0])
+
+
+def accept(emails, body, key, batch=False):
+    """Record the loaded (and rendered) messages `emails` as PENDING or SCHEDULED, all or none, in one
+    statement, and queue them in one round trip; return (rows in order, replayed).
+
+    `body` is the request the Idempotency-Key `key` fingerprints (with the request's method and
+    path); a replay returns the rows the key made. `batch`: errors name each message by its index.
+    """
+    project_id, api_key_id = current_project_id(), g.api_key["id"]
+    for email in emails:
+        complete(email, project_id, api_key_id)
+    refused = {
+        n: {"from": [SENDER_REFUSED]} for n, email in enumerate(emails) if not sender_allowed(email["from_addr"])
+    }
+    if refused:
+        raise by_index(batch, refused)
+    recipients = [suppression_keys(e["to_addrs"] + e["cc_addrs"] + e["bcc_addrs"]) for e in emails]
     db = get_services().db
-    recipients = suppression_keys(email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"])
-    with db.cursor() as cur:
-        row, replayed = record_email(cur, email, recipients, key, body)
-    if replayed:
-        return row, True
+    route = f"{request.method} {request.path}"
     try:
-        enqueue_delivery(email_id, at=email["scheduled_at"])
+        with db.cursor() as cur:
+            rows, replayed = record_emails(cur, project_id, emails, recipients, api_key_id, key, route, body)
+    except RecipientSuppressed as exc:  # details: {index: addresses}
+        if not batch:
+            raise RecipientSuppressed(details={"addresses": exc.details[0]}) from None
+        raise by_index(batch, {n: {"recipient_suppressed": a} for n, a in exc.details.items()}, exc.__class__) from None
+    if replayed:
+        return rows, True
+    try:
+        enqueue_deliveries([(email["id"], email["scheduled_at"]) for email in emails])
     except RedisError as exc:
         with db.cursor() as cur:
-            mark_failed(cur, email_id, QUEUE_DOWN, from_statuses=["PENDING", "SCHEDULED"], release_lock=False)
-            release_key(cur, email_id)
+            for email in emails:
+                mark_failed(cur, email["id"], QUEUE_DOWN, from_statuses=["PENDING", "SCHEDULED"], release_lock=False)
+            release_key(cur, emails[0]["id"])
         raise ServiceUnavailable(QUEUE_DOWN + " It is recorded as FAILED; send it again.") from exc
-    return row, False
+    return rows, False
+
+
+def accept_email(email, body, key):
+    """Accept one message (see accept); return (row, replayed)."""
+    rows, replayed = accept([email], body, key)
+    return rows[0], replayed

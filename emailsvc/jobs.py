@@ -54,21 +54,30 @@ def enqueue_delivery(email_id, at=None, at_front=False):
 
     `at_front` puts it before the backlog: for a message that has already waited (the reconciler's).
     """
-    email_id = str(email_id)
+    enqueue_deliveries([(email_id, at)], at_front)
+
+
+def enqueue_deliveries(deliveries, at_front=False):
+    """Queue the delivery of logged messages, each (id, None or the datetime it is due), in one round trip."""
     options = {
-        "job_id": email_id,  # one job per message, so the reconciler can tell whether it exists
         "retry": Retry(max=MAX_RETRIES, interval=current_app.config["EMAIL_RETRY_INTERVALS"]),
         "result_ttl": 0,
         "failure_ttl": FAILED_JOB_TTL,
     }
     queue = get_services().email_queue
-    # Given a pipeline, RQ queues its writes there instead of executing two of its own: the job,
-    # its status and the queue entry go in one MULTI/EXEC, one round trip.
+    # Given a pipeline, RQ queues its writes there instead of executing its own: every job, its status
+    # and its queue entry go in one MULTI/EXEC, one round trip however many messages.
     with queue.connection.pipeline() as pipe:
-        if at is None:
-            queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, pipeline=pipe, **options)
-        else:
-            queue.enqueue_at(next_whole_second(at), "emailsvc.jobs.deliver", email_id, pipeline=pipe, **options)
+        for email_id, at in deliveries:
+            email_id = str(email_id)  # the job id: one job per message, so the reconciler can tell whether it exists
+            if at is None:
+                queue.enqueue(
+                    "emailsvc.jobs.deliver", email_id, job_id=email_id, at_front=at_front, pipeline=pipe, **options
+                )
+            else:
+                queue.enqueue_at(
+                    next_whole_second(at), "emailsvc.jobs.deliver", email_id, job_id=email_id, pipeline=pipe, **options
+                )
         pipe.execute()
 
 

@@ -4,6 +4,8 @@ Every status change writes its event in the same statement, so the history never
 the log and each change costs one round trip; the same statement queues the change's webhooks.
 """
 
+import functools
+import json
 from typing import NamedTuple
 
 from psycopg2.extras import Json
@@ -15,22 +17,40 @@ INSERT_COLUMNS = (
     "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at", "template", "resent_from",
 )  # fmt: skip
-# The recipients on the project's suppression list, as the sorted array `s.suppressed` (empty when
-# none): the CTE that opens every insert, so the check and the insert cost one round trip together.
-SUPPRESSED_CTE = """s AS (
-        SELECT coalesce(array_agg(address ORDER BY address), '{}') AS suppressed
-        FROM suppressions WHERE project_id = %(project_id)s AND address = ANY(%(suppression_keys)s)
+INPUT_TYPES = {
+    "id": "uuid", "project_id": "bigint", "api_key_id": "bigint", "status": "text", "from_addr": "text",
+    "to_addrs": "text[]", "cc_addrs": "text[]", "bcc_addrs": "text[]", "reply_to": "text", "subject": "text",
+    "body": "text", "html": "text", "headers": "jsonb", "metadata": "jsonb", "message_id": "text",
+    "scheduled_at": "timestamptz", "template": "jsonb", "resent_from": "uuid",
+}  # fmt: skip
+# The messages of one request as a table `input`: one element of the JSON array %(rows)s each, with
+# INSERT_COLUMNS, `n` (the message's index) and `suppression_keys` (its recipients as the suppression
+# list spells them). One parameter whatever the number of messages, so a batch is one statement.
+INPUT_CTE = f"""input AS (
+        SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+            AS x(n integer, suppression_keys text[], {", ".join(f"{c} {INPUT_TYPES[c]}" for c in INSERT_COLUMNS)})
     )"""
-NONE_SUPPRESSED = "(SELECT cardinality(suppressed) = 0 FROM s)"
-# The insert as a CTE `e` (with its first event) that another statement can guard: it inserts only
-# when GUARD holds, e.g. when no recipient is suppressed and an idempotency key was free.
-# The recipients' entries (docs/api.md) are derived from to, cc and bcc by a trigger (schema.sql).
+# The recipients on the project's suppression list, per message: `n` and the sorted array `suppressed`,
+# for the messages that have any. It opens every insert, so the check and the insert cost one round trip.
+SUPPRESSED_CTE = """s AS (
+        SELECT i.n, array_agg(p.address ORDER BY p.address) AS suppressed
+        FROM input i JOIN suppressions p ON p.project_id = %(project_id)s AND p.address = ANY(i.suppression_keys)
+        GROUP BY i.n
+    )"""
+NONE_SUPPRESSED = "NOT EXISTS (SELECT FROM s)"
+# The insert as a CTE `e` (with each row's first event) that another statement can guard: it inserts
+# every message or none, only when GUARD holds, e.g. when no recipient is suppressed and an idempotency
+# key was free. The recipients' entries (docs/api.md) are derived from to, cc and bcc by a trigger (schema.sql).
 INSERT_EMAIL_CTE = f"""e AS (
         INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
-        SELECT {", ".join(f"%({c})s" for c in INSERT_COLUMNS)} WHERE GUARD RETURNING {EMAIL_SQL}
+        SELECT {", ".join(INSERT_COLUMNS)} FROM input WHERE GUARD ORDER BY n RETURNING {EMAIL_SQL}
     ), ev AS (
         INSERT INTO email_events (email_id, type, at) SELECT id, lower(status), created_at FROM e
     )"""
+# The answer of an insert: the inserted rows (one row of NULLs when none), each carrying the suppressed
+# recipients of every message as {"<n>": [addresses]} (NULL when none).
+SELECT_INSERTED = f"""SELECT (SELECT jsonb_object_agg(n, suppressed) FROM s) AS suppressed, {E_EMAIL_SQL}
+    FROM (SELECT) one LEFT JOIN e ON true"""
 # Advisory lock namespace for "this message is being sent"; the second key is hashtext(id).
 SENDING_LOCK = 0x656D6C  # "eml"
 # This session's hold on the sending lock of message %(id)s, as pg_locks shows it (a row, or none).
@@ -38,42 +58,45 @@ HELD_LOCK = """SELECT 1 FROM pg_locks
     WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
       AND classid = %(lock)s AND objid = hashtext(%(id)s::text)::oid AND objsubid = 2"""
 RECONCILER_LOCK = 0x72636E  # "rcn"
+INSERT_EMAILS = (
+    f"WITH {INPUT_CTE}, {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}"
+)
+# datetimes and UUIDs as PostgreSQL reads them back (str is ISO 8601 with its offset).
+_dumps = functools.partial(json.dumps, default=str, separators=(",", ":"))
 
 
-def email_parameters(email, suppression_keys):
-    """Return the query parameters of SUPPRESSED_CTE and INSERT_EMAIL_CTE for the `email` dict."""
-    return {
-        **email,
-        "headers": Json(email["headers"]),
-        "metadata": Json(email["metadata"]),
-        "template": Json(email["template"]) if email.get("template") else None,
-        "resent_from": email.get("resent_from"),
-        "suppression_keys": list(suppression_keys),
-    }
+def insert_parameters(project_id, emails, suppression_keys):
+    """Return the parameters of INPUT_CTE and SUPPRESSED_CTE: the `emails` dicts (INSERT_COLUMNS) with the
+    recipients of each as the suppression list spells them (`suppression_keys`, one list per message)."""
+    rows = [
+        {**{column: email.get(column) for column in INSERT_COLUMNS}, "n": n, "suppression_keys": list(keys)}
+        for n, (email, keys) in enumerate(zip(emails, suppression_keys, strict=True))
+    ]
+    return {"project_id": project_id, "rows": Json(rows, dumps=_dumps)}
 
 
-def inserted_or_suppressed(cur):
-    """Read the answer of a statement ending in SELECT_INSERTED: (the row or None, suppressed addresses)."""
-    result = cur.fetchone()
-    suppressed = result.pop("suppressed")
-    return (result if result["id"] is not None else None), suppressed
+def inserted_or_suppressed(cur, emails):
+    """Read the answer of a statement ending in SELECT_INSERTED: (the rows in the order of `emails`, or [] when
+    none was inserted; {index: the suppressed addresses} of the messages with any)."""
+    rows = cur.fetchall()
+    suppressed = {int(n): addresses for n, addresses in (rows[0].pop("suppressed") or {}).items()}
+    for row in rows[1:]:
+        del row["suppressed"]
+    if rows[0]["id"] is None:
+        return [], suppressed
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[email["id"]] for email in emails], suppressed
 
 
-# One answer row whatever happened: the suppressed addresses, and the inserted row's columns (NULL if none).
-SELECT_INSERTED = f"SELECT s.suppressed, {E_EMAIL_SQL} FROM s LEFT JOIN e ON true"
+def insert_emails(cur, project_id, emails, suppression_keys):
+    """Insert a log row with its first event for each of the `emails` dicts, all of them or none: none when a
+    recipient of any is suppressed.
 
-
-def insert_email(cur, email, suppression_keys):
-    """Insert a log row from the `email` dict with its first event unless a recipient is suppressed.
-
-    `suppression_keys` are the recipients as the suppression list spells them. Return (the row,
-    []), or (None, the suppressed addresses, sorted).
+    `suppression_keys` are each message's recipients as the suppression list spells them. Return
+    (the rows in order, {}), or ([], {index of a message: its suppressed addresses, sorted}).
     """
-    cur.execute(
-        f"WITH {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}",
-        email_parameters(email, suppression_keys),
-    )
-    return inserted_or_suppressed(cur)
+    cur.execute(INSERT_EMAILS, insert_parameters(project_id, emails, suppression_keys))
+    return inserted_or_suppressed(cur, emails)
 
 
 def get_email(cur, project_id, email_id):
