@@ -12,6 +12,7 @@ from .auth import current_project_id
 from .errors import RecipientSuppressed, ServiceUnavailable, ValidationFailed
 from .idempotency import record_emails
 from .jobs import enqueue_deliveries
+from .mail_templates.rendering import render_for_send
 from .queries.emails import mark_failed
 from .queries.idempotency import release_key
 from .services import get_services
@@ -54,6 +55,19 @@ def by_index(batch, errors, error=ValidationFailed):
     if batch:
         return error(details={"messages": {str(n): details for n, details in sorted(errors.items())}})
     return error(details=errors[0])
+
+
+def render_batch(project_id, messages):
+    """Render each loaded message of a batch that names a template (render_for_send); an error names its index."""
+    emails, failed = [], {}
+    for n, message in enumerate(messages):
+        try:
+            emails.append(render_for_send(project_id, message))
+        except ValidationFailed as exc:
+            failed[n] = exc.details
+    if failed:
+        raise by_index(True, failed)
+    return emails
 
 
 def accept(emails, body, key, batch=False):

@@ -5,11 +5,22 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from .addresses import CONTROL_CHARS, InvalidAddress, normalize_address
 
 MAX_RECIPIENTS = 50
+MAX_BATCH = 500  # messages in one POST /email/batch
 MAX_METADATA_KEYS = 20
 # Custom headers a sender may set besides X-*; everything structural (From, To, Bcc, Content-Type,
 # Message-ID, Date, MIME-Version, …) is built by the service and cannot be overridden.
@@ -134,6 +145,41 @@ class SendSchema(Schema):
             raise ValidationError(f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc.", "to")
 
 
+def raw_recipient_count(message):
+    """The recipients a send body names over to, cc and bcc, counted before any address is parsed."""
+    if not isinstance(message, dict):
+        return 0
+    values = [message.get(field) for field in ("to", "cc", "bcc")]
+    return sum(1 if isinstance(v, str) else len(v) if isinstance(v, list) else 0 for v in values)
+
+
+class BatchSchema(Schema):
+    """The body of POST /email/batch: 1–500 send bodies, accepted all or none."""
+
+    messages = fields.List(
+        fields.Nested(SendSchema), required=True, validate=validate.Length(min=1, max=MAX_BATCH),
+        metadata={"description": f"1–{MAX_BATCH} bodies of POST /email/send; an error names its message's index."},
+    )  # fmt: skip
+
+    @pre_load
+    def count_before_parsing(self, data, **kwargs):
+        # The sizes are checked before any message is loaded, so a batch of 500 × thousands of addresses
+        # costs a count, not the parsing of every address.
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list):
+            return data
+        if len(messages) > MAX_BATCH:
+            raise ValidationError({"messages": [f"Give 1–{MAX_BATCH} messages."]})
+        over = {
+            n: {"to": [f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc."]}
+            for n, message in enumerate(messages)
+            if raw_recipient_count(message) > MAX_RECIPIENTS
+        }
+        if over:
+            raise ValidationError({"messages": over})
+        return data
+
+
 class EventSchema(Schema):
     """One entry of a message's history."""
 
@@ -211,6 +257,12 @@ class LogWithEventsSchema(LogSchema):
     events = fields.List(fields.Nested(EventSchema))
 
 
+class BatchLogSchema(Schema):
+    """The answer of POST /email/batch: the messages' logs, in the order they were given."""
+
+    data = fields.List(fields.Nested(LogSchema))
+
+
 class HealthSchema(Schema):
     """The answer of GET /healthz."""
 
@@ -235,6 +287,8 @@ class ReadySchema(Schema):
 
 
 send_schema = SendSchema()
+batch_schema = BatchSchema()
+batch_log_schema = BatchLogSchema()
 log_schema = LogSchema()
 log_with_events_schema = LogWithEventsSchema()
 health_schema = HealthSchema()

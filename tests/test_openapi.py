@@ -122,6 +122,9 @@ ADDRESSES = ["alice@example.com", "Bob <bob@example.org>", '"Doe, Jane" <jane@ex
 def real_addresses(context, body):
     """Swap generated address strings for real addresses (a schema cannot describe a valid one), so
     fuzzed bodies get past the address checks and reach the database and the queue."""
+    if isinstance(body, dict) and isinstance(body.get("messages"), list):  # POST /email/batch
+        for message in body["messages"]:
+            real_addresses(context, message)
     if isinstance(body, dict):
         for key in ("to", "cc", "bcc", "from", "reply_to"):
             value = body.get(key)

@@ -1,17 +1,17 @@
-"""POST /email/send and GET /email/logs/<id>."""
+"""POST /email/send, POST /email/batch and GET /email/logs/<id>."""
 
 import uuid
 
 from flask import Blueprint
 
-from ..accepting import accept_email
+from ..accepting import accept, accept_email, render_batch
 from ..auth import current_project_id, require_scope
 from ..errors import NotFound
 from ..idempotency import idempotency_key
 from ..mail_templates.rendering import render_for_send
 from ..openapi import document
 from ..queries.emails import get_email, list_events
-from ..schemas import log_schema, log_with_events_schema, send_schema
+from ..schemas import batch_log_schema, batch_schema, log_schema, log_with_events_schema, send_schema
 from ..services import get_services
 from ..web import json_body
 
@@ -29,6 +29,17 @@ def send():
     email = render_for_send(current_project_id(), send_schema.load(body))
     row, replayed = accept_email(email, body, key)
     return log_schema.dump(row), 201, {"Idempotent-Replayed": "true"} if replayed else {}
+
+
+@bp.post("/batch")
+@document(body=batch_schema, example={"messages": [SEND_EXAMPLE]}, response=batch_log_schema, status=201)
+@require_scope("send")
+def batch():
+    """Accept 1–500 messages all or none, as POST /email/send accepts one; an error names each message by its index."""
+    body, key = json_body(), idempotency_key()
+    emails = render_batch(current_project_id(), batch_schema.load(body)["messages"])
+    rows, replayed = accept(emails, body, key, batch=True)
+    return batch_log_schema.dump({"data": rows}), 201, {"Idempotent-Replayed": "true"} if replayed else {}
 
 
 @bp.get("/logs/<email_id>")
