@@ -25,7 +25,7 @@ ERRORS = {
     403: ("Forbidden", "`forbidden`: the API key lacks the scope this operation needs."),
     404: ("NotFound", "`not_found`: no such resource."),
     409: ("Conflict", "`idempotency_conflict`: the Idempotency-Key was used with a different body."),
-    413: ("PayloadTooLarge", "`payload_too_large`: the body is over the size limit (default 10 MiB)."),
+    413: ("PayloadTooLarge", "`payload_too_large`: the body is over the size limit (default 16 MiB)."),
     415: ("UnsupportedMediaType", "`unsupported_media_type`: the body is not sent as `application/json`."),
     422: ("ValidationError", "`validation_error`: `details` maps each field to its messages; or a code naming a rule."),
     429: ("RateLimited", "`rate_limited`: too many requests; retry after `Retry-After` seconds."),
