@@ -1,20 +1,25 @@
 """Accepting messages: the sender check, the rows (suppression and Idempotency-Key settled in their insert),
 the queue, and the rollback when the queue is down. POST /email/send, POST /email/batch and a resend
-all come here, through `accept`: one message is a batch of one."""
+all come here, through `accept`: one message is a batch of one. A dry run comes here too, and stops
+before anything is recorded, with what would be sent and what was decided."""
 
 import uuid
+from datetime import UTC, datetime
 
 from flask import current_app, g, request
 from redis.exceptions import RedisError
 
-from .addresses import domain_of, suppression_keys
+from .addresses import addr_spec, domain_of, suppression_keys
 from .auth import current_project_id
 from .errors import RecipientSuppressed, ServiceUnavailable, ValidationFailed
-from .idempotency import record_emails
+from .idempotency import fingerprint, record_emails
 from .jobs import enqueue_deliveries
+from .limits import messages_left
 from .mail_templates.rendering import render_for_send
+from .mailer import message_content
 from .queries.emails import mark_failed
-from .queries.idempotency import release_key
+from .queries.idempotency import find_keyed_emails, release_key
+from .queries.suppressions import suppressed_among
 from .services import get_services
 
 QUEUE_DOWN = "The queue was unavailable, so the message was not queued."
@@ -70,16 +75,19 @@ def render_batch(project_id, messages):
     return emails
 
 
-def accept(emails, body, key, batch=False):
+def accept(emails, body, key, batch=False, dry_run=False):
     """Record the loaded (and rendered) messages `emails` as PENDING or SCHEDULED, all or none, in one
     statement, and queue them in one round trip; return (rows in order, replayed).
 
     `body` is the request the Idempotency-Key `key` fingerprints (with the request's method and
     path); a replay returns the rows the key made. `batch`: errors name each message by its index.
+    `dry_run`: record, queue and send nothing, refuse nothing for policy; return (previews, False).
     """
     project_id, api_key_id = current_project_id(), g.api_key["id"]
     for email in emails:
         complete(email, project_id, api_key_id)
+    if dry_run:
+        return preview(emails, body, key), False
     refused = {
         n: {"from": [SENDER_REFUSED]} for n, email in enumerate(emails) if not sender_allowed(email["from_addr"])
     }
@@ -106,6 +114,32 @@ def accept(emails, body, key, batch=False):
             release_key(cur, emails[0]["id"])
         raise ServiceUnavailable(QUEUE_DOWN + " It is recorded as FAILED; send it again.") from exc
     return rows, False
+
+
+def preview(emails, body, key):
+    """What accepting `emails` would do, without doing it: for each, the MIME message as the worker would build
+    it (only Date, Message-ID and MIME boundaries differ), its SMTP envelope, and the decisions made."""
+    route = f"{request.method} {request.path}"
+    recipients = [suppression_keys(e["to_addrs"] + e["cc_addrs"] + e["bcc_addrs"]) for e in emails]
+    with get_services().db.cursor() as cur:
+        suppressed = set(suppressed_among(cur, emails[0]["project_id"], {a for keys in recipients for a in keys}))
+        known_hash, _ = find_keyed_emails(cur, g.api_key["id"], key) if key is not None else (None, [])
+    idempotency = "new" if known_hash is None else "replay" if known_hash == fingerprint(body, route) else "conflict"
+    rate_limit, now = messages_left(), datetime.now(UTC)
+    previews = []
+    for email, keys in zip(emails, recipients, strict=True):
+        rcpt_to = [addr_spec(a) for a in email["to_addrs"] + email["cc_addrs"] + email["bcc_addrs"]]
+        content, _ = message_content({**email, "created_at": now}, rcpt_to)
+        decisions = {
+            "sender_allowed": sender_allowed(email["from_addr"]),
+            "suppressed": [address for address in keys if address in suppressed],
+            "scheduled_for": email["scheduled_at"],
+            "idempotency": idempotency,
+            "rate_limit": rate_limit,
+        }
+        envelope = {"mail_from": addr_spec(email["from_addr"]), "rcpt_to": rcpt_to}
+        previews.append({"mime": content.decode("utf-8", "replace"), "envelope": envelope, "decisions": decisions})
+    return previews
 
 
 def accept_email(email, body, key):

@@ -7,7 +7,7 @@ import logging
 import math
 import time
 
-from flask import g, has_request_context, request
+from flask import current_app, g, has_request_context, request
 from flask_limiter import Limit, Limiter
 from limits import parse, parse_many
 from limits.storage import RedisStorage
@@ -157,8 +157,24 @@ def _not_at(endpoints):
     return request.endpoint not in endpoints
 
 
+def dry_run():
+    """A dry run (?dry_run=true on a send or batch) sends nothing: only RATELIMIT_DEFAULT counts it."""
+    return request.args.get("dry_run") == "true"
+
+
 def _not_sending(endpoints):
-    return request.endpoint not in endpoints
+    return request.endpoint not in endpoints or dry_run()
+
+
+def messages_left():
+    """{"limit", "remaining"} of the key's RATELIMIT_MESSAGES (its first window), read without taking any."""
+    limiter = current_app.extensions["emailsvc.limiter"]
+    item = parse_many(current_app.config["RATELIMIT_MESSAGES"])[0]
+    try:
+        _, remaining = limiter.limiter.get_window_stats(item, client_key(), MESSAGES_SCOPE)
+    except RedisError:
+        remaining = None  # unknown while Redis is away
+    return {"limit": item.amount, "remaining": remaining}
 
 
 def message_count():
@@ -307,6 +323,7 @@ def init_limiter(app):
     )
     limiter.request_filter(lambda: request.endpoint in UNLIMITED)
     limiter.init_app(app)
+    app.extensions["emailsvc.limiter"] = limiter
     if isinstance(limiter.storage, WindowRedisStorage):
         limiter.storage.planned_windows = functools.partial(planned_windows, parsed)
     app.after_request(functools.partial(add_headers, limiter))

@@ -60,6 +60,14 @@ def serialise(msg, international):
     return out.getvalue()
 
 
+def message_content(row, recipients):
+    """Return (the bytes DATA carries for a log row sent to `recipients`, bare addresses; whether SMTPUTF8 is
+    needed). The worker and a dry run both come here, so a dry run shows what would be sent."""
+    addresses = [addr_spec(row["from_addr"])] + list(recipients)
+    international = not all(address.isascii() for address in addresses)
+    return serialise(build_message(row), international), international
+
+
 @dataclass(frozen=True)
 class Reply:
     """One answer of the relay (`code` None when there was none: a connection error or a timeout)."""
@@ -216,9 +224,7 @@ class Mailer:
         raise AssertionError("unreachable")
 
     def _content(self, row, targets):
-        addresses = [addr_spec(row["from_addr"])] + [address for _, address in targets]
-        international = not all(address.isascii() for address in addresses)
-        return serialise(build_message(row), international), international
+        return message_content(row, [address for _, address in targets])
 
     def _transaction(self, sender, targets, content, international, still_claimed, rcpt_replies):
         smtp = self._session()

@@ -44,18 +44,19 @@ REQUIRED_HEADERS = {401: ("WWW-Authenticate",), 429: (*RATE_HEADERS, "Retry-Afte
 FLASK_PARAM = re.compile(r"<(?:[a-z]+:)?(\w+)>")
 
 
-def document(*, body=None, query=None, response=None, status=200, errors=(), example=None):
+def document(*, body=None, query=None, response=None, status=200, errors=(), example=None, also=None):
     """Describe a view in GET /openapi.json; put it just below the route decorator.
 
     `body` and `query` are the input schemas the view loads (`example`, a sample body), `response`
-    the output schema it dumps with `status`, and `errors` the statuses the view itself raises; those
+    the output schema it dumps with `status`, `also` other successes ({status: (schema, description)}, e.g.
+    a dry run's), and `errors` the statuses the view itself raises; those
     that follow from the rest (401/403/503 from the scope, 400/413/415/422 from a body, 429 from the
     rate limits) are added.
     """
 
     def decorator(view):
         view.openapi = {"body": body, "query": query, "response": response, "status": status, "errors": errors,
-                        "example": example}  # fmt: skip
+                        "example": example, "also": also or {}}  # fmt: skip
         return view
 
     return decorator
@@ -121,7 +122,11 @@ def _operation(endpoint, view, path):
         success["content"] = {"application/json": {"schema": doc["response"] or {"type": "object"}}}
     if limited:
         success["headers"].update({name: name for name in RATE_HEADERS})
-    operation["responses"] = {str(doc["status"]): success, **{str(s): ERRORS[s][0] for s in sorted(statuses)}}
+    operation["responses"] = {str(doc["status"]): success}
+    for status, (schema, description) in doc["also"].items():
+        other = {**success, "description": description, "content": {"application/json": {"schema": schema}}}
+        operation["responses"][str(status)] = other
+    operation["responses"].update({str(s): ERRORS[s][0] for s in sorted(statuses)})
     return operation
 
 

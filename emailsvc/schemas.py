@@ -263,6 +263,57 @@ class BatchLogSchema(Schema):
     data = fields.List(fields.Nested(LogSchema))
 
 
+class DryRunQuerySchema(Schema):
+    """The query of POST /email/send and POST /email/batch."""
+
+    dry_run = fields.Boolean(
+        load_default=False,
+        truthy={"true"},
+        falsy={"false"},  # as the rate limiter reads it (limits.dry_run)
+        metadata={"description": "true: answer 200 with what would be sent and decided; record and send nothing."},
+    )
+
+
+class EnvelopeSchema(Schema):
+    """The SMTP envelope a message would be sent with."""
+
+    mail_from = fields.String()
+    rcpt_to = fields.List(fields.String())
+
+
+class RateLimitLeftSchema(Schema):
+    """RATELIMIT_MESSAGES of the key: its limit and what is left in the current window (null: unknown)."""
+
+    limit = fields.Integer()
+    remaining = fields.Integer(allow_none=True)
+
+
+class DecisionsSchema(Schema):
+    """What accepting a message would decide; a dry run refuses nothing for these."""
+
+    sender_allowed = fields.Boolean()
+    suppressed = fields.List(fields.String(), metadata={"description": "Recipients on the suppression list."})
+    scheduled_for = fields.DateTime(allow_none=True)
+    idempotency = fields.String(metadata={"description": "new, replay or conflict"})
+    rate_limit = fields.Nested(RateLimitLeftSchema)
+
+
+class DryRunSchema(Schema):
+    """The answer of a dry run: the message as it would be sent, its envelope, and the decisions."""
+
+    mime = fields.String(
+        metadata={"description": "As the worker builds it; only Date, Message-ID and boundaries differ."}
+    )
+    envelope = fields.Nested(EnvelopeSchema)
+    decisions = fields.Nested(DecisionsSchema)
+
+
+class BatchDryRunSchema(Schema):
+    """The answer of a batch's dry run, a preview per message in order."""
+
+    data = fields.List(fields.Nested(DryRunSchema))
+
+
 class HealthSchema(Schema):
     """The answer of GET /healthz."""
 
@@ -289,6 +340,9 @@ class ReadySchema(Schema):
 send_schema = SendSchema()
 batch_schema = BatchSchema()
 batch_log_schema = BatchLogSchema()
+dry_run_query_schema = DryRunQuerySchema()
+dry_run_schema = DryRunSchema()
+batch_dry_run_schema = BatchDryRunSchema()
 log_schema = LogSchema()
 log_with_events_schema = LogWithEventsSchema()
 health_schema = HealthSchema()
