@@ -24,6 +24,8 @@ from .services import get_services
 
 QUEUE_DOWN = "The queue was unavailable, so the message was not queued."
 SENDER_REFUSED = "This sender domain is not allowed."
+TOO_BIG = "The message as built would be over MAX_MESSAGE_BYTES ({} bytes)."
+HEADER_ROOM = 64 * 1024  # headers and MIME structure, generously
 
 
 def sender_allowed(sender):
@@ -36,6 +38,14 @@ def check_sender(sender):
     """Refuse a sender outside EMAIL_ALLOWED_FROM_DOMAINS with a 422."""
     if not sender_allowed(sender):
         raise ValidationFailed(details={"from": [SENDER_REFUSED]})
+
+
+def built_size(email):
+    """The size of the message as built, from above: text and files base64-encoded (4/3, and a line break
+    every 76 characters) with room for the headers; computed without building it."""
+    text = sum(len(part.encode()) for part in (email["body"], email["html"]) if part)
+    files = sum(attachment["size"] for attachment in email.get("attachments") or ())
+    return (text + files) * 4 // 3 * 78 // 76 + HEADER_ROOM
 
 
 def complete(email, project_id, api_key_id):
@@ -86,6 +96,10 @@ def accept(emails, body, key, batch=False, dry_run=False):
     project_id, api_key_id = current_project_id(), g.api_key["id"]
     for email in emails:
         complete(email, project_id, api_key_id)
+    limit = current_app.config["MAX_MESSAGE_BYTES"]
+    too_big = {n: {"attachments": [TOO_BIG.format(limit)]} for n, e in enumerate(emails) if built_size(e) > limit}
+    if too_big:
+        raise by_index(batch, too_big)
     if dry_run:
         return preview(emails, body, key), False
     refused = {

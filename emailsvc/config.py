@@ -36,6 +36,7 @@ DEFAULTS = {
     "WEBHOOK_TIMEOUT": "5",
     "WEBHOOK_ALLOW_PRIVATE": "false",
     "MAX_CONTENT_LENGTH": str(16 * 1024 * 1024),
+    "MAX_MESSAGE_BYTES": str(10 * 1024 * 1024),
 }
 
 
@@ -79,4 +80,5 @@ def load_config(environ=None):
         "WEBHOOK_TIMEOUT": float(raw["WEBHOOK_TIMEOUT"]),
         "WEBHOOK_ALLOW_PRIVATE": raw["WEBHOOK_ALLOW_PRIVATE"].strip().lower() in ("1", "true", "yes"),
         "MAX_CONTENT_LENGTH": int(raw["MAX_CONTENT_LENGTH"]),
+        "MAX_MESSAGE_BYTES": int(raw["MAX_MESSAGE_BYTES"]),
     }

@@ -11,6 +11,7 @@ from rq import Retry, get_current_job
 
 from . import smtp_health
 from .queries.emails import (
+    attachment_contents,
     claim_for_sending,
     holds_sending_lock,
     record_attempt,
@@ -127,6 +128,10 @@ def _claim(cur, email_id):
 
 
 def _attempt(cur, services, mailer, email_id, row, claimed_at):
+    if row["attachments"]:  # the bytes are read here alone, to build the message
+        row["attachment_contents"] = attachment_contents(
+            cur, row["project_id"], [a["sha256"] for a in row["attachments"]]
+        )
     outcome = mailer.send(row, targets(row), lambda: _still_claimed(cur, email_id, claimed_at))
     if outcome.claim_lost:
         cur.connection.close()  # so the pool never hands the dead connection out again

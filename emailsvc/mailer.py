@@ -49,7 +49,30 @@ def build_message(row):
             msg.add_alternative(row["html"], subtype="html")
     else:
         msg.set_content(row["html"], subtype="html")
+    add_attachments(msg, row.get("attachments") or [], row.get("attachment_contents") or {})
     return msg
+
+
+def add_attachments(msg, attachments, contents):
+    """Add the files: an inline one (with a content_id) related to the HTML body (multipart/related, shown
+    where it says cid:…), the others as attachments (multipart/mixed). Non-ASCII names are RFC 2231-encoded.
+
+    `attachments` as the log keeps them; their bytes come from `contents` ({sha256: bytes}) or, for a
+    message not recorded yet (a dry run), from each attachment's own `content`.
+    """
+    for attachment in attachments:
+        data = attachment.get("content")
+        if data is None:
+            data = contents.get(attachment["sha256"])
+        if data is None:
+            raise ValueError(f"The content of {attachment['filename']!r} is no longer kept.")
+        maintype, _, subtype = attachment["content_type"].partition("/")
+        if attachment["content_id"]:
+            body = msg.get_body(("html", "plain"))
+            body.add_related(data, maintype, subtype, cid=f"<{attachment['content_id']}>",
+                             filename=attachment["filename"], disposition="inline")  # fmt: skip
+        else:
+            msg.add_attachment(data, maintype, subtype, filename=attachment["filename"])
 
 
 def serialise(msg, international):

@@ -1,8 +1,15 @@
 """marshmallow schemas: input schemas that load and validate requests, output schemas that dump rows."""
 
+import base64
+import binascii
 import datetime as dt
+import email.errors
+import email.header
+import hashlib
 import json
+import mimetypes
 import re
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 
 from marshmallow import (
@@ -21,6 +28,19 @@ from .addresses import CONTROL_CHARS, InvalidAddress, normalize_address
 
 MAX_RECIPIENTS = 50
 MAX_BATCH = 500  # messages in one POST /email/batch
+MAX_ATTACHMENTS = 20
+MAX_FILENAME_BYTES = 255
+# Extensions mail filters and clients treat as programs; refused by name (docs/api.md lists them).
+BLOCKED_EXTENSIONS = frozenset({
+    "ade", "adp", "app", "bat", "chm", "cmd", "com", "cpl", "dll", "exe", "hta", "inf", "ins", "isp", "jar", "js",
+    "jse", "lib", "lnk", "mde", "msc", "msi", "msp", "mst", "pif", "ps1", "reg", "scr", "sct", "shb", "sys", "vb",
+    "vbe", "vbs", "vxd", "wsc", "wsf", "wsh",
+})  # fmt: skip
+MIME_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}$"
+CONTENT_ID = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+# A filename a client may spell in an encoded form: RFC 2231 (charset'language'percent-encoded) or
+# RFC 2047 (=?charset?B|Q?...?=). Each is checked as the recipient's mail client would decode it.
+RFC2231 = re.compile(r"^[A-Za-z0-9_-]*'[A-Za-z-]*'(.*)$", re.DOTALL)
 MAX_METADATA_KEYS = 20
 # Custom headers a sender may set besides X-*; everything structural (From, To, Bcc, Content-Type,
 # Message-ID, Date, MIME-Version, …) is built by the service and cannot be overridden.
@@ -78,6 +98,70 @@ class VariablesField(fields.Dict):
         return variables
 
 
+def decoded_forms(filename):
+    """`filename` and what a mail client could make of it: RFC 2231 and RFC 2047 decoded, where they apply."""
+    forms = [filename]
+    match = RFC2231.match(filename)
+    if match:
+        forms.append(urllib.parse.unquote(match.group(1), errors="replace"))
+    if "=?" in filename:
+        try:
+            forms.append(str(email.header.make_header(email.header.decode_header(filename))))
+        except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+            raise ValidationError("Not a valid RFC 2047 encoded name.") from None
+    return forms
+
+
+def check_filename(filename):
+    """A bare file name: no path, no control character, at most 255 bytes, no program's extension,
+    in every form it could be decoded to."""
+    if not filename or len(filename.encode()) > MAX_FILENAME_BYTES:
+        raise ValidationError(f"Must be 1–{MAX_FILENAME_BYTES} bytes.")
+    for form in decoded_forms(filename):
+        if "/" in form or "\\" in form or form.strip(" .") == "":
+            raise ValidationError("Must be a file name, without a path.")
+        if CONTROL_CHARS.search(form):
+            raise ValidationError("Must not contain control characters or line breaks.")
+        extension = form.rstrip(" .").rpartition(".")[2].lower()
+        if "." in form and extension in BLOCKED_EXTENSIONS:
+            raise ValidationError(f"Files ending .{extension} are not accepted.")
+
+
+class Base64Bytes(fields.String):
+    """Standard base64 (RFC 4648, no line breaks); loads to the bytes."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValidationError("Must be standard base64, without line breaks.") from exc
+
+
+class AttachmentSchema(Schema):
+    """A file sent with the message; with a content_id it is inline (an HTML body refers to it as cid:…)."""
+
+    filename = fields.String(required=True, validate=check_filename)
+    content = Base64Bytes(required=True, metadata={"description": "The file, base64."})
+    content_type = fields.String(
+        load_default=None, validate=validate.Regexp(MIME_TYPE),
+        metadata={"description": "Guessed from the filename when absent, else application/octet-stream."},
+    )  # fmt: skip
+    content_id = fields.String(
+        load_default=None, validate=validate.Regexp(CONTENT_ID),
+        metadata={"description": "Makes it inline: the HTML body shows it as `cid:<content_id>`."},
+    )  # fmt: skip
+
+    @post_load
+    def describe(self, data, **kwargs):
+        if data["content_type"] is None:
+            data["content_type"] = mimetypes.guess_type(data["filename"], strict=False)[0] or "application/octet-stream"
+        data["content_type"] = data["content_type"].lower()
+        data["size"] = len(data["content"])
+        data["sha256"] = hashlib.sha256(data["content"]).hexdigest()
+        return data
+
+
 class SendSchema(Schema):
     """The body of POST /email/send: subject and body/html, or a template with its variables."""
 
@@ -105,6 +189,9 @@ class SendSchema(Schema):
         validate=validate.Length(max=MAX_METADATA_KEYS, error="At most {max} keys."),
     )
     # An offset is required: a naive time would be read in a time zone the client did not mean.
+    attachments = fields.List(
+        fields.Nested(AttachmentSchema), load_default=list, validate=validate.Length(max=MAX_ATTACHMENTS)
+    )
     scheduled_at = fields.AwareDateTime(
         data_key="send_at",
         load_default=None,
@@ -222,6 +309,15 @@ class TemplateRefSchema(Schema):
     version = fields.Integer()
 
 
+class AttachmentLogSchema(Schema):
+    """An attachment as the log shows it: never its bytes."""
+
+    filename = fields.String()
+    content_type = fields.String()
+    size = fields.Integer()
+    content_id = fields.String(allow_none=True)
+
+
 class LogSchema(Schema):
     """A log row as clients see it; `allow_none` tells the OpenAPI document which fields may be null."""
 
@@ -249,6 +345,7 @@ class LogSchema(Schema):
     template = fields.Nested(TemplateRefSchema, allow_none=True, metadata={"description": "What it was rendered from."})
     resent_from = fields.UUID(allow_none=True, metadata={"description": "The message this one resends."})
     content_purged_at = fields.DateTime(allow_none=True)
+    attachments = fields.List(fields.Nested(AttachmentLogSchema))
 
 
 class LogWithEventsSchema(LogSchema):

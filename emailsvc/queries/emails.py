@@ -4,6 +4,7 @@ Every status change writes its event in the same statement, so the history never
 the log and each change costs one round trip; the same statement queues the change's webhooks.
 """
 
+import base64
 import functools
 import json
 from typing import NamedTuple
@@ -16,12 +17,13 @@ from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 INSERT_COLUMNS = (
     "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at", "template", "resent_from",
+    "attachments",
 )  # fmt: skip
 INPUT_TYPES = {
     "id": "uuid", "project_id": "bigint", "api_key_id": "bigint", "status": "text", "from_addr": "text",
     "to_addrs": "text[]", "cc_addrs": "text[]", "bcc_addrs": "text[]", "reply_to": "text", "subject": "text",
     "body": "text", "html": "text", "headers": "jsonb", "metadata": "jsonb", "message_id": "text",
-    "scheduled_at": "timestamptz", "template": "jsonb", "resent_from": "uuid",
+    "scheduled_at": "timestamptz", "template": "jsonb", "resent_from": "uuid", "attachments": "jsonb",
 }  # fmt: skip
 # The messages of one request as a table `input`: one element of the JSON array %(rows)s each, with
 # INSERT_COLUMNS, `n` (the message's index) and `suppression_keys` (its recipients as the suppression
@@ -46,6 +48,15 @@ INSERT_EMAIL_CTE = f"""e AS (
         SELECT {", ".join(INSERT_COLUMNS)} FROM input WHERE GUARD ORDER BY n RETURNING {EMAIL_SQL}
     ), ev AS (
         INSERT INTO email_events (email_id, type, at) SELECT id, lower(status), created_at FROM e
+    ), contents AS (
+        INSERT INTO attachment_contents (project_id, sha256, content)
+        SELECT %(project_id)s, decode(c->>'sha256', 'hex'), decode(c->>'content', 'base64')
+        FROM jsonb_array_elements(%(contents)s::jsonb) c WHERE EXISTS (SELECT FROM e)
+        ON CONFLICT (project_id, sha256) DO NOTHING
+    ), links AS (
+        INSERT INTO email_attachments (email_id, position, project_id, sha256)
+        SELECT e.id, a.n, e.project_id, decode(a.attachment->>'sha256', 'hex')
+        FROM e, jsonb_array_elements(e.attachments) WITH ORDINALITY a (attachment, n)
     )"""
 # The answer of an insert: the inserted rows (one row of NULLs when none), each carrying the suppressed
 # recipients of every message as {"<n>": [addresses]} (NULL when none).
@@ -68,11 +79,31 @@ _dumps = functools.partial(json.dumps, default=str, separators=(",", ":"))
 def insert_parameters(project_id, emails, suppression_keys):
     """Return the parameters of INPUT_CTE and SUPPRESSED_CTE: the `emails` dicts (INSERT_COLUMNS) with the
     recipients of each as the suppression list spells them (`suppression_keys`, one list per message)."""
-    rows = [
-        {**{column: email.get(column) for column in INSERT_COLUMNS}, "n": n, "suppression_keys": list(keys)}
-        for n, (email, keys) in enumerate(zip(emails, suppression_keys, strict=True))
-    ]
-    return {"project_id": project_id, "rows": Json(rows, dumps=_dumps)}
+    rows, contents = [], {}
+    for n, (email, keys) in enumerate(zip(emails, suppression_keys, strict=True)):
+        attachments = email.get("attachments") or []
+        for attachment in attachments:  # each content once, however many messages carry it
+            contents.setdefault(attachment["sha256"], attachment["content"])
+        row = {column: email.get(column) for column in INSERT_COLUMNS}
+        row.update(n=n, suppression_keys=list(keys), attachments=[attachment_shown(a) for a in attachments])
+        rows.append(row)
+    contents = [{"sha256": sha256, "content": base64.b64encode(data).decode()} for sha256, data in contents.items()]
+    return {"project_id": project_id, "rows": Json(rows, dumps=_dumps), "contents": Json(contents, dumps=_dumps)}
+
+
+def attachment_shown(attachment):
+    """What the log keeps of a loaded attachment (emails.attachments): all but its bytes."""
+    return {key: attachment[key] for key in ("filename", "content_type", "size", "content_id", "sha256")}
+
+
+def attachment_contents(cur, project_id, sha256s):
+    """Return {sha256 (hex): bytes} of the project's contents; only the worker reads them, to build a message."""
+    cur.execute(
+        """SELECT encode(sha256, 'hex') AS sha256, content FROM attachment_contents
+           WHERE project_id = %s AND sha256 = ANY(%s::bytea[])""",
+        (project_id, [bytes.fromhex(sha256) for sha256 in sha256s]),
+    )
+    return {row["sha256"]: bytes(row["content"]) for row in cur.fetchall()}
 
 
 def inserted_or_suppressed(cur, emails):

@@ -9,7 +9,7 @@ EMAIL_COLUMNS = (
     "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "attempts", "error_message", "smtp_response",
     "created_at", "scheduled_at", "sent_at", "failed_at", "delivered_at", "updated_at", "recipients", "last_error",
-    "retry_pending", "template", "resent_from", "content_purged_at",
+    "retry_pending", "template", "resent_from", "content_purged_at", "attachments",
 )  # fmt: skip
 EMAIL_SQL = ", ".join(EMAIL_COLUMNS)
 
