@@ -346,6 +346,9 @@ CALL add_project_id('idempotency_keys', false);
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_at_idx ON idempotency_keys (created_at);
 -- Releasing the key of a message whose enqueue failed.
 CREATE INDEX IF NOT EXISTS idempotency_keys_email_id_idx ON idempotency_keys (email_id);
+-- Every message the key created, in the request's order (a batch has many; email_id is the first).
+-- NULL on a key recorded before batches existed: it created email_id alone.
+ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS email_ids uuid[];
 
 -- Templates (docs/api.md, "Templates") ----------------------------------------------------------
 -- One row per version of a project's template. DELETE marks every version of the name deleted; a
@@ -377,3 +380,27 @@ ALTER TABLE emails ADD COLUMN IF NOT EXISTS content_purged_at timestamptz;
 UPDATE webhook_endpoints SET events = events || '{email.canceled}'
 WHERE NOT 'email.canceled' = ANY(events)
   AND events @> '{email.sent,email.failed,email.delivered,email.bounced,email.complained,email.deferred,email.recipient_failed}';
+
+-- Attachments (docs/api.md, "Attachments") -------------------------------------------------------
+-- What the log shows of each attachment, in order: filename, content_type, size, content_id and the
+-- sha256 (hex) of its content. Never the bytes: lists, status changes and webhooks read only this.
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS attachments jsonb NOT NULL DEFAULT '[]';
+-- The bytes, once per project and content (SHA-256), however many messages carry them; never shared
+-- across projects. Only the worker reads them, when it builds a message; a purge of content deletes
+-- rows here (the log keeps its metadata).
+CREATE TABLE IF NOT EXISTS attachment_contents (
+    project_id bigint      NOT NULL,  -- no foreign key: see emails
+    sha256     bytea       NOT NULL,
+    content    bytea       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, sha256)
+);
+-- Which message carries which content, at which position: what a purge asks before deleting content.
+CREATE TABLE IF NOT EXISTS email_attachments (
+    email_id   uuid   NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
+    position   integer NOT NULL,
+    project_id bigint NOT NULL,
+    sha256     bytea  NOT NULL,
+    PRIMARY KEY (email_id, position)
+);
+CREATE INDEX IF NOT EXISTS email_attachments_content_idx ON email_attachments (project_id, sha256);

@@ -30,13 +30,15 @@ DEFAULTS = {
     "RATELIMIT_DELIVERY_EVENTS": "1200 per minute",
     "RATELIMIT_UNKNOWN_KEYS": "60 per minute",
     "RATELIMIT_PROJECT": "",  # unlimited
+    "RATELIMIT_MESSAGES": "6000 per minute",
     "WEBHOOK_SECRET": "",
     "TRUSTED_PROXIES": "0",
     "WEBHOOK_RETRY_INTERVALS": "30,120,600,1800,3600,7200,21600,43200,86400",
     "WEBHOOK_PROCESSES": "1",
     "WEBHOOK_TIMEOUT": "5",
     "WEBHOOK_ALLOW_PRIVATE": "false",
-    "MAX_CONTENT_LENGTH": str(10 * 1024 * 1024),
+    "MAX_CONTENT_LENGTH": str(16 * 1024 * 1024),
+    "MAX_MESSAGE_BYTES": str(10 * 1024 * 1024),
     "SECRET_KEY": "",  # signs the page's session cookie; without it the page (/ui/) is off
     "SESSION_COOKIE_SECURE": "true",  # the page's cookie travels over HTTPS only; `make run` turns it off
     "DEV_MAIL_DIR": "",  # the development sink's folder, browsable at /ui/dev/mail (set by `make run` only)
@@ -117,4 +119,5 @@ def load_config(environ=None):
         "PROMETHEUS_MULTIPROC_DIR": os.path.abspath(raw["PROMETHEUS_MULTIPROC_DIR"]),
         "LOG_FORMAT": raw["LOG_FORMAT"].strip().lower(),
         **retention,
+        "MAX_MESSAGE_BYTES": int(raw["MAX_MESSAGE_BYTES"]),
     }

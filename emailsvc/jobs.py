@@ -12,6 +12,7 @@ from rq import Retry, get_current_job
 from . import smtp_health
 from .metrics import count_attempt
 from .queries.emails import (
+    attachment_contents,
     claim_for_sending,
     holds_sending_lock,
     record_attempt,
@@ -55,21 +56,30 @@ def enqueue_delivery(email_id, at=None, at_front=False):
 
     `at_front` puts it before the backlog: for a message that has already waited (the reconciler's).
     """
-    email_id = str(email_id)
+    enqueue_deliveries([(email_id, at)], at_front)
+
+
+def enqueue_deliveries(deliveries, at_front=False):
+    """Queue the delivery of logged messages, each (id, None or the datetime it is due), in one round trip."""
     options = {
-        "job_id": email_id,  # one job per message, so the reconciler can tell whether it exists
         "retry": Retry(max=MAX_RETRIES, interval=current_app.config["EMAIL_RETRY_INTERVALS"]),
         "result_ttl": 0,
         "failure_ttl": FAILED_JOB_TTL,
     }
     queue = get_services().email_queue
-    # Given a pipeline, RQ queues its writes there instead of executing two of its own: the job,
-    # its status and the queue entry go in one MULTI/EXEC, one round trip.
+    # Given a pipeline, RQ queues its writes there instead of executing its own: every job, its status
+    # and its queue entry go in one MULTI/EXEC, one round trip however many messages.
     with queue.connection.pipeline() as pipe:
-        if at is None:
-            queue.enqueue("emailsvc.jobs.deliver", email_id, at_front=at_front, pipeline=pipe, **options)
-        else:
-            queue.enqueue_at(next_whole_second(at), "emailsvc.jobs.deliver", email_id, pipeline=pipe, **options)
+        for email_id, at in deliveries:
+            email_id = str(email_id)  # the job id: one job per message, so the reconciler can tell whether it exists
+            if at is None:
+                queue.enqueue(
+                    "emailsvc.jobs.deliver", email_id, job_id=email_id, at_front=at_front, pipeline=pipe, **options
+                )
+            else:
+                queue.enqueue_at(
+                    next_whole_second(at), "emailsvc.jobs.deliver", email_id, job_id=email_id, pipeline=pipe, **options
+                )
         pipe.execute()
 
 
@@ -119,6 +129,10 @@ def _claim(cur, email_id):
 
 
 def _attempt(cur, services, mailer, email_id, row, claimed_at):
+    if row["attachments"]:  # the bytes are read here alone, to build the message
+        row["attachment_contents"] = attachment_contents(
+            cur, row["project_id"], [a["sha256"] for a in row["attachments"]]
+        )
     started = time.perf_counter()
     outcome = mailer.send(row, targets(row), lambda: _still_claimed(cur, email_id, claimed_at))
     seconds = time.perf_counter() - started

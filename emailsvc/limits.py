@@ -1,43 +1,65 @@
 """Rate limits (flask-limiter, counted in Redis): RATELIMIT_DEFAULT over every route, extra route limits,
-and RATELIMIT_PROJECT across all of a project's keys; every window a request counts, in one round trip."""
+RATELIMIT_PROJECT across all of a project's keys, and RATELIMIT_MESSAGES, the messages a key sends
+(taken only when the whole request fits); every window a request counts, in one round trip."""
 
 import functools
 import logging
 import math
 import time
 
-from flask import g, has_request_context, request
+from flask import current_app, g, has_request_context, request
 from flask_limiter import Limit, Limiter
 from limits import parse, parse_many
 from limits.storage import RedisStorage
 from redis.exceptions import RedisError
+
+from .schemas import MAX_BATCH
 
 log = logging.getLogger(__name__)
 
 # Load balancers poll the probes many times a second, and a probe must never be refused.
 UNLIMITED = {"health.healthz", "health.readyz"}
 # Extra limits, each counted on its own on top of RATELIMIT_DEFAULT: scope → (the setting holding it, the
-# endpoints it counts together). A resend is a send, so both count against RATELIMIT_SEND.
+# endpoints it counts together). A batch is one request of RATELIMIT_SEND, and a resend is a send.
+SENDING = {"emails.send", "emails.batch", "lifecycle.resend"}
 ROUTE_LIMITS = {
-    "emails.send": ("RATELIMIT_SEND", ("emails.send", "lifecycle.resend")),
-    "delivery_events.receive": ("RATELIMIT_DELIVERY_EVENTS", ("delivery_events.receive",)),
+    "emails.send": ("RATELIMIT_SEND", SENDING),
+    "delivery_events.receive": ("RATELIMIT_DELIVERY_EVENTS", {"delivery_events.receive"}),
 }
 # The relay's delivery events carry no API key and all come from its few addresses, in bursts after
 # an outage: only their own (generous) per-address limit counts them, not RATELIMIT_DEFAULT.
 OWN_LIMIT_ONLY = {"delivery_events.receive"}
 PROJECT_SCOPE = "project"
+MESSAGES_SCOPE = "messages"
 
-# Fixed windows (KEYS, with ARGV holding each one's expiry and amount in turn): the first hit starts a
-# window; each count comes back with its TTL, all in the same round trip.
+# Fixed windows (KEYS, with ARGV holding each one's expiry, amount and cap in turn): the first hit starts a
+# window; each count comes back with its TTL and whether it was taken, all in the same round trip. A
+# window with cap 0 is always counted (a request is counted, refused or not). A window with a cap is
+# taken only when it fits under its cap and every window counted before it is within its own limit
+# (passed as its cap, negated, so it is still counted): the messages of a refused request are not taken.
 INCR_WITH_TTL = """
 local answers = {}
+local fits = true
 for i, key in ipairs(KEYS) do
-    local amount = tonumber(ARGV[2 * i])
-    local current = redis.call("incrby", key, amount)
-    if current == amount then
-        redis.call("expire", key, ARGV[2 * i - 1])
+    local amount, cap = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+    local current, taken = 0, 1
+    if cap > 0 then
+        current = tonumber(redis.call("get", key) or "0")
+        if fits and current + amount <= cap then
+            current = redis.call("incrby", key, amount)
+        else
+            taken = 0
+        end
+    else
+        current = redis.call("incrby", key, amount)
+        if cap < 0 and current > -cap then
+            fits = false
+        end
     end
-    answers[i] = {current, redis.call("ttl", key)}
+    if taken == 1 and current == amount then
+        redis.call("expire", key, ARGV[3 * i - 2])
+    end
+    answers[i] = {current, redis.call("ttl", key), taken}
 end
 return answers
 """
@@ -60,17 +82,38 @@ class WindowRedisStorage(RedisStorage):
         seen, ahead = _seen_windows(), _counted_ahead()
         if key in ahead:
             ahead.discard(key)
-            return seen[key][0]
-        windows = [(key, expiry, amount)]
-        windows += [w for w in self.planned_windows() if w[0] != key and w[0] not in seen]
+            return seen[key][2]
+        planned = [w for w in self.planned_windows() if w[0] not in seen]
+        windows = [w for w in planned if w[0] == key] or [(key, expiry, amount, 0)]
+        windows += [w for w in planned if w[0] != key]
+        windows.sort(key=lambda w: w[3] > 0)  # the windows taken only when the rest fit come last
         answers = self.lua_incr_with_ttl(
-            [self.prefixed_key(k) for k, _, _ in windows], [arg for _, e, a in windows for arg in (e, a)]
+            [self.prefixed_key(k) for k, *_ in windows], [arg for _, e, a, c in windows for arg in (e, a, c)]
         )
         now = time.time()
-        for (window_key, _, _), (count, ttl) in zip(windows, answers, strict=True):
-            seen[window_key] = (count, now + max(ttl, 0))
-        ahead.update(k for k, _, _ in windows[1:])
-        return answers[0][0]
+        for (window_key, _, window_amount, cap), (count, ttl, taken) in zip(windows, answers, strict=True):
+            # What flask-limiter compares with the limit: a window not taken is over it, however many are left.
+            verdict = count if taken else cap + 1
+            seen[window_key] = (count, now + max(ttl, 0), verdict)
+            if cap > 0 and taken:
+                g.messages_taken = (self.prefixed_key(window_key), window_amount)
+        ahead.update(k for k, *_ in windows if k != key)
+        return seen[key][2]
+
+    def give_back(self, response):
+        """Return the messages a request took when it was not accepted (a 4xx or 5xx): they were not sent."""
+        taken = g.pop("messages_taken", None)
+        if taken is None or response.status_code < 400:
+            return
+        prefixed, amount = taken
+        try:
+            self.get_connection().decrby(prefixed, amount)
+        except RedisError:  # the count stays a little high until the window ends
+            log.warning("rate-limit refund skipped: Redis unavailable")
+            return
+        for window_key, (count, end, verdict) in _seen_windows().items():
+            if self.prefixed_key(window_key) == prefixed:
+                _seen_windows()[window_key] = (count - amount, end, verdict)
 
     def get(self, key):
         seen = _seen_windows().get(key)
@@ -114,6 +157,35 @@ def _not_at(endpoints):
     return request.endpoint not in endpoints
 
 
+def dry_run():
+    """A dry run (?dry_run=true on a send or batch) sends nothing: only RATELIMIT_DEFAULT counts it."""
+    return request.args.get("dry_run") == "true"
+
+
+def _not_sending(endpoints):
+    return request.endpoint not in endpoints or dry_run()
+
+
+def messages_left():
+    """{"limit", "remaining"} of the key's RATELIMIT_MESSAGES (its first window), read without taking any."""
+    limiter = current_app.extensions["emailsvc.limiter"]
+    item = parse_many(current_app.config["RATELIMIT_MESSAGES"])[0]
+    try:
+        _, remaining = limiter.limiter.get_window_stats(item, client_key(), MESSAGES_SCOPE)
+    except RedisError:
+        remaining = None  # unknown while Redis is away
+    return {"limit": item.amount, "remaining": remaining}
+
+
+def message_count():
+    """The messages a send or batch asks to send: what RATELIMIT_MESSAGES takes (a malformed batch: 1)."""
+    if request.endpoint != "emails.batch":
+        return 1
+    body = request.get_json(silent=True)
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return min(len(messages), MAX_BATCH) if isinstance(messages, list) and messages else 1
+
+
 def _own_limit_only():
     return request.endpoint in OWN_LIMIT_ONLY
 
@@ -123,33 +195,42 @@ def _without_key():
 
 
 def limit_definitions(config):
-    """Every limit as (setting's value, key function, scope, exempt_when): what flask-limiter counts, and
-    what planned_windows counts ahead; `shared` scopes, so each is one count across routes."""
-    definitions = [(config["RATELIMIT_DEFAULT"], client_key, "all", _own_limit_only)]
+    """Every limit as (setting's value, key function, scope, exempt_when, cost): what flask-limiter counts, and
+    what planned_windows counts ahead; `shared` scopes, so each is one count across routes. A limit with a
+    cost (RATELIMIT_MESSAGES) takes that many, and only when the request fits every other limit too."""
+    definitions = [(config["RATELIMIT_DEFAULT"], client_key, "all", _own_limit_only, None)]
     for scope, (setting, endpoints) in ROUTE_LIMITS.items():
-        definitions.append((config[setting], client_key, scope, functools.partial(_not_at, endpoints)))
+        exempt = functools.partial(_not_sending if endpoints == SENDING else _not_at, endpoints)
+        definitions.append((config[setting], client_key, scope, exempt, None))
     if config["RATELIMIT_PROJECT"]:
-        definitions.append((config["RATELIMIT_PROJECT"], project_key, PROJECT_SCOPE, _without_key))
+        definitions.append((config["RATELIMIT_PROJECT"], project_key, PROJECT_SCOPE, _without_key, None))
+    exempt = functools.partial(_not_sending, SENDING)
+    definitions.append((config["RATELIMIT_MESSAGES"], client_key, MESSAGES_SCOPE, exempt, message_count))
     return definitions
 
 
 def planned_windows(definitions):
-    """Return (key, expiry, amount) of every window the current request counts, keyed as flask-limiter keys them.
+    """Return (key, expiry, amount, cap) of every window the current request counts, keyed as flask-limiter
+    keys them: cap is the limit for a window taken only when it fits (INCR_WITH_TTL), else minus the limit.
 
     `definitions` are limit_definitions with each value parsed into its items.
     """
     if request.endpoint in UNLIMITED:
         return []
     return [
-        (item.key_for(key_function(), scope), item.get_expiry(), 1)
-        for items, key_function, scope, exempt_when in definitions
+        (item.key_for(key_function(), scope), item.get_expiry(), cost() if cost else 1,
+         item.amount if cost else -item.amount)
+        for items, key_function, scope, exempt_when, cost in definitions
         if not (exempt_when and exempt_when())
         for item in items
-    ]
+    ]  # fmt: skip
 
 
 def add_headers(limiter, response):
-    """X-RateLimit-* of the limit closest to running out on every counted response; Retry-After on a 429."""
+    """X-RateLimit-* of the limit closest to running out on every counted response; Retry-After on a 429.
+    Messages a request took but did not send are given back first."""
+    if isinstance(limiter.storage, WindowRedisStorage):
+        limiter.storage.give_back(response)
     counted = limiter.current_limits
     if not counted or "X-RateLimit-Limit" in response.headers:  # a refusal that wrote its own (unknown keys)
         return response
@@ -198,7 +279,7 @@ class UnknownKeys:
     def failed(self, address):
         """Count a key from `address` that matched no active key."""
         try:
-            [(count, ttl)] = self.count([self.KEY.format(address)], [self.limit.get_expiry(), 1])
+            [(count, ttl, _)] = self.count([self.KEY.format(address)], [self.limit.get_expiry(), 1, 0])
         except RedisError:  # without the count the look-up still guards; nobody is locked out
             log.warning("unknown-key count skipped: Redis unavailable")
             return
@@ -222,8 +303,8 @@ def init_limiter(app):
     # All are "default" limits, so flask-limiter never reads its own RATELIMIT_DEFAULT setting (the
     # same name as ours) as a second, per-route limit; `shared` keeps one count across routes.
     limits = [
-        Limit(value, key_function=key_function, scope=scope, shared=True, exempt_when=exempt_when)
-        for value, key_function, scope, exempt_when in definitions
+        Limit(value, key_function=key_function, scope=scope, shared=True, exempt_when=exempt_when, cost=cost)
+        for value, key_function, scope, exempt_when, cost in definitions
     ]
     limiter = Limiter(
         client_key,
@@ -242,6 +323,7 @@ def init_limiter(app):
     )
     limiter.request_filter(lambda: request.endpoint in UNLIMITED)
     limiter.init_app(app)
+    app.extensions["emailsvc.limiter"] = limiter
     if isinstance(limiter.storage, WindowRedisStorage):
         limiter.storage.planned_windows = functools.partial(planned_windows, parsed)
     app.after_request(functools.partial(add_headers, limiter))

@@ -50,7 +50,30 @@ def build_message(row):
             msg.add_alternative(row["html"], subtype="html")
     else:
         msg.set_content(row["html"], subtype="html")
+    add_attachments(msg, row.get("attachments") or [], row.get("attachment_contents") or {})
     return msg
+
+
+def add_attachments(msg, attachments, contents):
+    """Add the files: an inline one (with a content_id) related to the HTML body (multipart/related, shown
+    where it says cid:…), the others as attachments (multipart/mixed). Non-ASCII names are RFC 2231-encoded.
+
+    `attachments` as the log keeps them; their bytes come from `contents` ({sha256: bytes}) or, for a
+    message not recorded yet (a dry run), from each attachment's own `content`.
+    """
+    for attachment in attachments:
+        data = attachment.get("content")
+        if data is None:
+            data = contents.get(attachment["sha256"])
+        if data is None:
+            raise ValueError(f"The content of {attachment['filename']!r} is no longer kept.")
+        maintype, _, subtype = attachment["content_type"].partition("/")
+        if attachment["content_id"]:
+            body = msg.get_body(("html", "plain"))
+            body.add_related(data, maintype, subtype, cid=f"<{attachment['content_id']}>",
+                             filename=attachment["filename"], disposition="inline")  # fmt: skip
+        else:
+            msg.add_attachment(data, maintype, subtype, filename=attachment["filename"])
 
 
 def serialise(msg, international):
@@ -69,6 +92,14 @@ def serialise(msg, international):
     data = out.getvalue()
     check_serialised(data, msg.keys())
     return data
+
+
+def message_content(row, recipients):
+    """Return (the bytes DATA carries for a log row sent to `recipients`, bare addresses; whether SMTPUTF8 is
+    needed). The worker and a dry run both come here, so a dry run shows what would be sent."""
+    addresses = [addr_spec(row["from_addr"])] + list(recipients)
+    international = not all(address.isascii() for address in addresses)
+    return serialise(build_message(row), international), international
 
 
 @dataclass(frozen=True)
@@ -227,9 +258,7 @@ class Mailer:
         raise AssertionError("unreachable")
 
     def _content(self, row, targets):
-        addresses = [addr_spec(row["from_addr"])] + [address for _, address in targets]
-        international = not all(address.isascii() for address in addresses)
-        return serialise(build_message(row), international), international
+        return message_content(row, [address for _, address in targets])
 
     def _transaction(self, sender, targets, content, international, still_claimed, rcpt_replies):
         smtp = self._session()

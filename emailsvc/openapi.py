@@ -26,7 +26,7 @@ ERRORS = {
     404: ("NotFound", "`not_found`: no such resource."),
     409: ("Conflict", "`idempotency_conflict`: the Idempotency-Key was used with a different body; "
                       "`template_exists`, `not_cancelable`, `not_reschedulable`, `content_purged`: see the operation."),
-    413: ("PayloadTooLarge", "`payload_too_large`: the body is over the size limit (default 10 MiB)."),
+    413: ("PayloadTooLarge", "`payload_too_large`: the body is over the size limit (default 16 MiB)."),
     415: ("UnsupportedMediaType", "`unsupported_media_type`: the body is not sent as `application/json`."),
     422: ("ValidationError", "`validation_error`: `details` maps each field to its messages; or a code naming a rule."),
     429: ("RateLimited", "`rate_limited`: too many requests; retry after `Retry-After` seconds."),
@@ -45,18 +45,18 @@ REQUIRED_HEADERS = {401: ("WWW-Authenticate",), 429: (*RATE_HEADERS, "Retry-Afte
 FLASK_PARAM = re.compile(r"<(?:[a-z]+:)?(\w+)>")
 
 
-def document(*, body=None, query=None, response=None, status=200, also=(), errors=(), example=None, media_type=None):
+def document(*, body=None, query=None, response=None, status=200, also=None, errors=(), example=None, media_type=None):
     """Describe a view in GET /openapi.json; put it just below the route decorator.
 
     `body` and `query` are the input schemas the view loads (`example`, a sample body), `response`
-    the output schema it dumps with `status` (and with the other successes in `also`), and `errors`
-    the statuses the view itself raises; those that follow from the rest (401/403/503 from the scope,
-    400/413/415/422 from a body, 429 from the rate limits) are added. `media_type` names a success
-    body that is not JSON (its schema: a string).
+    the output schema it dumps with `status`, `also` other successes ({status: (schema, description)},
+    e.g. a dry run's), and `errors` the statuses the view itself raises; those that follow from the
+    rest (401/403/503 from the scope, 400/413/415/422 from a body, 429 from the rate limits) are
+    added. `media_type` names a success body that is not JSON (its schema: a string).
     """
 
     def decorator(view):
-        view.openapi = {"body": body, "query": query, "response": response, "status": status, "also": also,
+        view.openapi = {"body": body, "query": query, "response": response, "status": status, "also": also or {},
                         "errors": errors, "example": example, "media_type": media_type}  # fmt: skip
         return view
 
@@ -131,8 +131,11 @@ def _operation(endpoint, view, path):
         success["content"] = {"application/json": {"schema": doc["response"] or {"type": "object"}}}
     if limited:
         success["headers"].update({name: name for name in RATE_HEADERS})
-    successes = {str(status): success for status in (doc["status"], *doc["also"])}
-    operation["responses"] = {**successes, **{str(s): ERRORS[s][0] for s in sorted(statuses)}}
+    operation["responses"] = {str(doc["status"]): success}
+    for status, (schema, description) in doc["also"].items():
+        other = {**success, "description": description, "content": {"application/json": {"schema": schema}}}
+        operation["responses"][str(status)] = other
+    operation["responses"].update({str(s): ERRORS[s][0] for s in sorted(statuses)})
     return operation
 
 

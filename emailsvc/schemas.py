@@ -1,8 +1,15 @@
 """marshmallow schemas: input schemas that load and validate requests, output schemas that dump rows."""
 
+import base64
+import binascii
 import datetime as dt
+import email.errors
+import email.header
+import hashlib
 import json
+import mimetypes
 import re
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
@@ -26,6 +33,20 @@ RECIPIENT_FIELDS = ("to", "cc", "bcc")
 # The parser's cost grows with the text (encoded display names most): over to/cc/bcc together, room
 # for 50 addresses of 160 characters, far more than display names need.
 MAX_RECIPIENTS_SIZE = 8 * 1024
+MAX_BATCH = 500  # messages in one POST /email/batch
+MAX_ATTACHMENTS = 20
+MAX_FILENAME_BYTES = 255
+# Extensions mail filters and clients treat as programs; refused by name (docs/api.md lists them).
+BLOCKED_EXTENSIONS = frozenset({
+    "ade", "adp", "app", "bat", "chm", "cmd", "com", "cpl", "dll", "exe", "hta", "inf", "ins", "isp", "jar", "js",
+    "jse", "lib", "lnk", "mde", "msc", "msi", "msp", "mst", "pif", "ps1", "reg", "scr", "sct", "shb", "sys", "vb",
+    "vbe", "vbs", "vxd", "wsc", "wsf", "wsh",
+})  # fmt: skip
+MIME_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}$"
+CONTENT_ID = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$"
+# A filename a client may spell in an encoded form: RFC 2231 (charset'language'percent-encoded) or
+# RFC 2047 (=?charset?B|Q?...?=). Each is checked as the recipient's mail client would decode it.
+RFC2231 = re.compile(r"^[A-Za-z0-9_-]*'[A-Za-z-]*'(.*)$", re.DOTALL)
 MAX_METADATA_KEYS = 20
 MAX_HEADERS = 50
 MAX_HEADER_VALUE = 998  # RFC 5322's line limit
@@ -181,6 +202,70 @@ class WholeNumber(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+def decoded_forms(filename):
+    """`filename` and what a mail client could make of it: RFC 2231 and RFC 2047 decoded, where they apply."""
+    forms = [filename]
+    match = RFC2231.match(filename)
+    if match:
+        forms.append(urllib.parse.unquote(match.group(1), errors="replace"))
+    if "=?" in filename:
+        try:
+            forms.append(str(email.header.make_header(email.header.decode_header(filename))))
+        except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+            raise ValidationError("Not a valid RFC 2047 encoded name.") from None
+    return forms
+
+
+def check_filename(filename):
+    """A bare file name: no path, no control character, at most 255 bytes, no program's extension,
+    in every form it could be decoded to."""
+    if not filename or len(filename.encode()) > MAX_FILENAME_BYTES:
+        raise ValidationError(f"Must be 1–{MAX_FILENAME_BYTES} bytes.")
+    for form in decoded_forms(filename):
+        if "/" in form or "\\" in form or form.strip(" .") == "":
+            raise ValidationError("Must be a file name, without a path.")
+        if CONTROL_CHARS.search(form):
+            raise ValidationError("Must not contain control characters or line breaks.")
+        extension = form.rstrip(" .").rpartition(".")[2].lower()
+        if "." in form and extension in BLOCKED_EXTENSIONS:
+            raise ValidationError(f"Files ending .{extension} are not accepted.")
+
+
+class Base64Bytes(fields.String):
+    """Standard base64 (RFC 4648, no line breaks); loads to the bytes."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValidationError("Must be standard base64, without line breaks.") from exc
+
+
+class AttachmentSchema(Schema):
+    """A file sent with the message; with a content_id it is inline (an HTML body refers to it as cid:…)."""
+
+    filename = fields.String(required=True, validate=check_filename)
+    content = Base64Bytes(required=True, metadata={"description": "The file, base64."})
+    content_type = fields.String(
+        load_default=None, validate=validate.Regexp(MIME_TYPE),
+        metadata={"description": "Guessed from the filename when absent, else application/octet-stream."},
+    )  # fmt: skip
+    content_id = fields.String(
+        load_default=None, validate=validate.Regexp(CONTENT_ID),
+        metadata={"description": "Makes it inline: the HTML body shows it as `cid:<content_id>`."},
+    )  # fmt: skip
+
+    @post_load
+    def describe(self, data, **kwargs):
+        if data["content_type"] is None:
+            data["content_type"] = mimetypes.guess_type(data["filename"], strict=False)[0] or "application/octet-stream"
+        data["content_type"] = data["content_type"].lower()
+        data["size"] = len(data["content"])
+        data["sha256"] = hashlib.sha256(data["content"]).hexdigest()
+        return data
+
+
 class SendSchema(Schema):
     """The body of POST /email/send: subject and body/html, or a template with its variables."""
 
@@ -227,6 +312,9 @@ class SendSchema(Schema):
         validate=validate.Length(max=MAX_METADATA_KEYS, error="At most {max} keys."),
     )
     # An offset is required: a naive time would be read in a time zone the client did not mean.
+    attachments = fields.List(
+        fields.Nested(AttachmentSchema), load_default=list, validate=validate.Length(max=MAX_ATTACHMENTS)
+    )
     scheduled_at = fields.AwareDateTime(
         data_key="send_at",
         load_default=None,
@@ -278,6 +366,33 @@ class SendSchema(Schema):
             raise ValidationError("Give a text `body`, an `html` body, or both.", "body")
 
 
+class BatchSchema(Schema):
+    """The body of POST /email/batch: 1–500 send bodies, accepted all or none."""
+
+    messages = fields.List(
+        fields.Nested(SendSchema), required=True, validate=validate.Length(min=1, max=MAX_BATCH),
+        metadata={"description": f"1–{MAX_BATCH} bodies of POST /email/send; an error names its message's index."},
+    )  # fmt: skip
+
+    @pre_load
+    def count_before_parsing(self, data, **kwargs):
+        # The sizes are checked before any message is loaded, so a batch of 500 × thousands of addresses
+        # costs a count, not the parsing of every address.
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list):
+            return data
+        if len(messages) > MAX_BATCH:
+            raise ValidationError({"messages": [f"Give 1–{MAX_BATCH} messages."]})
+        over = {
+            n: {"to": [f"At most {MAX_RECIPIENTS} recipients over to, cc and bcc."]}
+            for n, message in enumerate(messages)
+            if isinstance(message, dict) and count_recipients(message)[0] > MAX_RECIPIENTS
+        }
+        if over:
+            raise ValidationError({"messages": over})
+        return data
+
+
 class EventSchema(Schema):
     """One entry of a message's history."""
 
@@ -320,6 +435,15 @@ class TemplateRefSchema(Schema):
     version = fields.Integer()
 
 
+class AttachmentLogSchema(Schema):
+    """An attachment as the log shows it: never its bytes."""
+
+    filename = fields.String()
+    content_type = fields.String()
+    size = fields.Integer()
+    content_id = fields.String(allow_none=True)
+
+
 class LogSchema(Schema):
     """A log row as clients see it; `allow_none` tells the OpenAPI document which fields may be null."""
 
@@ -349,12 +473,70 @@ class LogSchema(Schema):
     content_purged_at = fields.DateTime(
         allow_none=True, metadata={"description": "When BODY_RETENTION_DAYS deleted body, html and headers."}
     )
+    attachments = fields.List(fields.Nested(AttachmentLogSchema))
 
 
 class LogWithEventsSchema(LogSchema):
     """A log row with its history, for GET /email/logs/<id>."""
 
     events = fields.List(fields.Nested(EventSchema))
+
+
+class BatchLogSchema(Schema):
+    """The answer of POST /email/batch: the messages' logs, in the order they were given."""
+
+    data = fields.List(fields.Nested(LogSchema))
+
+
+class DryRunQuerySchema(Schema):
+    """The query of POST /email/send and POST /email/batch."""
+
+    dry_run = fields.Boolean(
+        load_default=False,
+        truthy={"true"},
+        falsy={"false"},  # as the rate limiter reads it (limits.dry_run)
+        metadata={"description": "true: answer 200 with what would be sent and decided; record and send nothing."},
+    )
+
+
+class EnvelopeSchema(Schema):
+    """The SMTP envelope a message would be sent with."""
+
+    mail_from = fields.String()
+    rcpt_to = fields.List(fields.String())
+
+
+class RateLimitLeftSchema(Schema):
+    """RATELIMIT_MESSAGES of the key: its limit and what is left in the current window (null: unknown)."""
+
+    limit = fields.Integer()
+    remaining = fields.Integer(allow_none=True)
+
+
+class DecisionsSchema(Schema):
+    """What accepting a message would decide; a dry run refuses nothing for these."""
+
+    sender_allowed = fields.Boolean()
+    suppressed = fields.List(fields.String(), metadata={"description": "Recipients on the suppression list."})
+    scheduled_for = fields.DateTime(allow_none=True)
+    idempotency = fields.String(metadata={"description": "new, replay or conflict"})
+    rate_limit = fields.Nested(RateLimitLeftSchema)
+
+
+class DryRunSchema(Schema):
+    """The answer of a dry run: the message as it would be sent, its envelope, and the decisions."""
+
+    mime = fields.String(
+        metadata={"description": "As the worker builds it; only Date, Message-ID and boundaries differ."}
+    )
+    envelope = fields.Nested(EnvelopeSchema)
+    decisions = fields.Nested(DecisionsSchema)
+
+
+class BatchDryRunSchema(Schema):
+    """The answer of a batch's dry run, a preview per message in order."""
+
+    data = fields.List(fields.Nested(DryRunSchema))
 
 
 class HealthSchema(Schema):
@@ -381,6 +563,11 @@ class ReadySchema(Schema):
 
 
 send_schema = SendSchema()
+batch_schema = BatchSchema()
+batch_log_schema = BatchLogSchema()
+dry_run_query_schema = DryRunQuerySchema()
+dry_run_schema = DryRunSchema()
+batch_dry_run_schema = BatchDryRunSchema()
 log_schema = LogSchema()
 log_with_events_schema = LogWithEventsSchema()
 health_schema = HealthSchema()

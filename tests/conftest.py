@@ -76,6 +76,7 @@ class SmtpRecorder:
 
     def reset(self):
         self.received = []  # (envelope from, envelope recipients, parsed message)
+        self.raw = []  # the bytes of each kept message, as DATA carried them
         self.data_replies = deque()  # replies to DATA, in order; then `default_reply`
         self.default_reply = "250 2.0.0 Ok: queued"
         self.refused_recipients = {}  # address -> RCPT reply, every time
@@ -113,6 +114,7 @@ class SmtpRecorder:
         if reply.startswith("250"):
             message = message_from_bytes(envelope.original_content, policy=policy.default)
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos), message))
+            self.raw.append(envelope.original_content)
         if self.drops and self.drops[0] == "after_data":
             self.drops.popleft()
             server.transport.abort()  # the relay holds the message; its answer never arrives

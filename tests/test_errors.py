@@ -65,8 +65,8 @@ def test_wrong_method_is_405_with_allow(client, auth, method, path):
     assert response.headers["Allow"]
 
 
-def test_body_over_10_mib_is_413(client, auth):
-    body = b'{"to": "a@example.com", "subject": "s", "body": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+def test_body_over_16_mib_is_413(client, auth):
+    body = b'{"to": "a@example.com", "subject": "s", "body": "' + b"x" * (16 * 1024 * 1024) + b'"}'
     response = client.post("/email/send", data=body, content_type="application/json", headers=auth)
     assert_error(response, 413, "payload_too_large")
 

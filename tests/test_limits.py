@@ -196,3 +196,55 @@ def test_the_project_limit_costs_no_redis_round_trip_of_its_own(settings, monkey
     with_project = _redis_round_trips(limited_app(settings, RATELIMIT_PROJECT="1000 per minute"), monkeypatch, request_)
     assert with_project == without
     assert without == (1 if request_[0] == "GET" else 2)  # one for every limit together; the send adds its enqueue
+
+
+def _batch(n):
+    return {"messages": [{**SEND, "to": f"user{i}@example.com"} for i in range(n)]}
+
+
+def test_the_message_limit_takes_a_batch_only_when_all_of_it_fits(settings, database):
+    app = limited_app(settings, RATELIMIT_MESSAGES="10 per minute")
+    client, auth = app.test_client(), {"X-API-Key": make_key(app)}
+    assert client.post("/email/batch", json=_batch(6), headers=auth).status_code == 201
+    refused = client.post("/email/batch", json=_batch(5), headers=auth)
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "rate_limited"
+    # The refusal took nothing, and says what is left.
+    assert (refused.headers["X-RateLimit-Limit"], refused.headers["X-RateLimit-Remaining"]) == ("10", "4")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert client.post("/email/batch", json=_batch(3), headers=auth).status_code == 201
+    assert client.post("/email/send", json=SEND, headers=auth).status_code == 201  # a send is one message
+    last = client.post("/email/send", json=SEND, headers=auth)
+    assert last.status_code == 429 and last.headers["X-RateLimit-Remaining"] == "0"
+    assert _count_emails(database) == 10
+    other = {"X-API-Key": make_key(app, name="other")}  # per key
+    assert client.post("/email/batch", json=_batch(10), headers=other).status_code == 201
+
+
+def test_a_refused_batch_gives_its_messages_back(settings, database):
+    app = limited_app(settings, RATELIMIT_MESSAGES="10 per minute")
+    client, auth = app.test_client(), {"X-API-Key": make_key(app)}
+    invalid = _batch(8)
+    invalid["messages"][5]["to"] = "nobody"
+    assert client.post("/email/batch", json=invalid, headers=auth).status_code == 422
+    accepted = client.post("/email/batch", json=_batch(10), headers=auth)
+    assert accepted.status_code == 201 and _count_emails(database) == 10
+
+
+def test_a_batch_is_one_request_of_the_send_limit(settings, database):
+    app = limited_app(settings, RATELIMIT_SEND="2 per minute")
+    client, auth = app.test_client(), {"X-API-Key": make_key(app)}
+    assert client.post("/email/batch", json=_batch(50), headers=auth).status_code == 201
+    assert client.post("/email/send", json=SEND, headers=auth).status_code == 201
+    refused = client.post("/email/batch", json=_batch(1), headers=auth)
+    assert refused.status_code == 429 and refused.headers["X-RateLimit-Limit"] == "2"
+    assert _count_emails(database) == 51
+
+
+def test_a_request_refused_by_another_limit_takes_no_messages(settings, database):
+    app = limited_app(settings, RATELIMIT_SEND="1 per minute", RATELIMIT_MESSAGES="3 per minute")
+    client, auth = app.test_client(), {"X-API-Key": make_key(app)}
+    assert client.post("/email/send", json=SEND, headers=auth).status_code == 201
+    assert client.post("/email/batch", json=_batch(2), headers=auth).status_code == 429  # the send limit
+    app_later = limited_app(settings, RATELIMIT_SEND="100 per minute", RATELIMIT_MESSAGES="3 per minute")
+    # Same Redis counts under a looser send limit: the refused batch took none of the 3 messages.
+    assert app_later.test_client().post("/email/batch", json=_batch(2), headers=auth).status_code == 201

@@ -5,6 +5,7 @@ DELIVERED may still become BOUNCED (a late asynchronous bounce) or COMPLAINED; B
 are final. `deferred` changes no status.
 """
 
+from .rows import EMAIL_SQL
 from .webhooks import QUEUE_WEBHOOKS
 
 # event -> (the status it sets, the statuses it may leave)
@@ -52,7 +53,7 @@ def apply_delivery_status(cur, email_id, event, at):
         f"""WITH e AS (
                 UPDATE emails SET status = %(status)s, updated_at = now(),
                     delivered_at = CASE WHEN %(status)s = 'DELIVERED' THEN coalesce(%(at)s, now()) ELSE delivered_at END
-                WHERE id = %(id)s AND status = ANY(%(from)s) RETURNING *
+                WHERE id = %(id)s AND status = ANY(%(from)s) RETURNING {EMAIL_SQL}
             ), {QUEUE_WEBHOOKS}
             SELECT status FROM e""",
         {"id": email_id, "status": status, "from": from_statuses, "at": at, "event": event},

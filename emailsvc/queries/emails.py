@@ -4,32 +4,64 @@ Every status change writes its event in the same statement, so the history never
 the log and each change costs one round trip; the same statement queues the change's webhooks.
 """
 
+import base64
+import functools
+import json
 from typing import NamedTuple
 
 from psycopg2.extras import Json
 
+from .rows import E_EMAIL_SQL, EMAIL_SQL
 from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 
 INSERT_COLUMNS = (
     "id", "project_id", "api_key_id", "status", "from_addr", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to",
     "subject", "body", "html", "headers", "metadata", "message_id", "scheduled_at", "template", "resent_from",
+    "attachments",
 )  # fmt: skip
-# The recipients on the project's suppression list, as the sorted array `s.suppressed` (empty when
-# none): the CTE that opens every insert, so the check and the insert cost one round trip together.
-SUPPRESSED_CTE = """s AS (
-        SELECT coalesce(array_agg(address ORDER BY address), '{}') AS suppressed
-        FROM suppressions WHERE project_id = %(project_id)s AND address = ANY(%(suppression_keys)s)
+INPUT_TYPES = {
+    "id": "uuid", "project_id": "bigint", "api_key_id": "bigint", "status": "text", "from_addr": "text",
+    "to_addrs": "text[]", "cc_addrs": "text[]", "bcc_addrs": "text[]", "reply_to": "text", "subject": "text",
+    "body": "text", "html": "text", "headers": "jsonb", "metadata": "jsonb", "message_id": "text",
+    "scheduled_at": "timestamptz", "template": "jsonb", "resent_from": "uuid", "attachments": "jsonb",
+}  # fmt: skip
+# The messages of one request as a table `input`: one element of the JSON array %(rows)s each, with
+# INSERT_COLUMNS, `n` (the message's index) and `suppression_keys` (its recipients as the suppression
+# list spells them). One parameter whatever the number of messages, so a batch is one statement.
+INPUT_CTE = f"""input AS (
+        SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+            AS x(n integer, suppression_keys text[], {", ".join(f"{c} {INPUT_TYPES[c]}" for c in INSERT_COLUMNS)})
     )"""
-NONE_SUPPRESSED = "(SELECT cardinality(suppressed) = 0 FROM s)"
-# The insert as a CTE `e` (with its first event) that another statement can guard: it inserts only
-# when GUARD holds, e.g. when no recipient is suppressed and an idempotency key was free.
-# The recipients' entries (docs/api.md) are derived from to, cc and bcc by a trigger (schema.sql).
+# The recipients on the project's suppression list, per message: `n` and the sorted array `suppressed`,
+# for the messages that have any. It opens every insert, so the check and the insert cost one round trip.
+SUPPRESSED_CTE = """s AS (
+        SELECT i.n, array_agg(p.address ORDER BY p.address) AS suppressed
+        FROM input i JOIN suppressions p ON p.project_id = %(project_id)s AND p.address = ANY(i.suppression_keys)
+        GROUP BY i.n
+    )"""
+NONE_SUPPRESSED = "NOT EXISTS (SELECT FROM s)"
+# The insert as a CTE `e` (with each row's first event) that another statement can guard: it inserts
+# every message or none, only when GUARD holds, e.g. when no recipient is suppressed and an idempotency
+# key was free. The recipients' entries (docs/api.md) are derived from to, cc and bcc by a trigger (schema.sql).
 INSERT_EMAIL_CTE = f"""e AS (
         INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
-        SELECT {", ".join(f"%({c})s" for c in INSERT_COLUMNS)} WHERE GUARD RETURNING *
+        SELECT {", ".join(INSERT_COLUMNS)} FROM input WHERE GUARD ORDER BY n RETURNING {EMAIL_SQL}
     ), ev AS (
         INSERT INTO email_events (email_id, type, at) SELECT id, lower(status), created_at FROM e
+    ), contents AS (
+        INSERT INTO attachment_contents (project_id, sha256, content)
+        SELECT %(project_id)s, decode(c->>'sha256', 'hex'), decode(c->>'content', 'base64')
+        FROM jsonb_array_elements(%(contents)s::jsonb) c WHERE EXISTS (SELECT FROM e)
+        ON CONFLICT (project_id, sha256) DO NOTHING
+    ), links AS (
+        INSERT INTO email_attachments (email_id, position, project_id, sha256)
+        SELECT e.id, a.n, e.project_id, decode(a.attachment->>'sha256', 'hex')
+        FROM e, jsonb_array_elements(e.attachments) WITH ORDINALITY a (attachment, n)
     )"""
+# The answer of an insert: the inserted rows (one row of NULLs when none), each carrying the suppressed
+# recipients of every message as {"<n>": [addresses]} (NULL when none).
+SELECT_INSERTED = f"""SELECT (SELECT jsonb_object_agg(n, suppressed) FROM s) AS suppressed, {E_EMAIL_SQL}
+    FROM (SELECT) one LEFT JOIN e ON true"""
 # Advisory lock namespace for "this message is being sent"; the second key is hashtext(id).
 SENDING_LOCK = 0x656D6C  # "eml"
 # This session's hold on the sending lock of message %(id)s, as pg_locks shows it (a row, or none).
@@ -37,47 +69,70 @@ HELD_LOCK = """SELECT 1 FROM pg_locks
     WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
       AND classid = %(lock)s AND objid = hashtext(%(id)s::text)::oid AND objsubid = 2"""
 RECONCILER_LOCK = 0x72636E  # "rcn"
+INSERT_EMAILS = (
+    f"WITH {INPUT_CTE}, {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}"
+)
+# datetimes and UUIDs as PostgreSQL reads them back (str is ISO 8601 with its offset).
+_dumps = functools.partial(json.dumps, default=str, separators=(",", ":"))
 
 
-def email_parameters(email, suppression_keys):
-    """Return the query parameters of SUPPRESSED_CTE and INSERT_EMAIL_CTE for the `email` dict."""
-    return {
-        **email,
-        "headers": Json(email["headers"]),
-        "metadata": Json(email["metadata"]),
-        "template": Json(email["template"]) if email.get("template") else None,
-        "resent_from": email.get("resent_from"),
-        "suppression_keys": list(suppression_keys),
-    }
+def insert_parameters(project_id, emails, suppression_keys):
+    """Return the parameters of INPUT_CTE and SUPPRESSED_CTE: the `emails` dicts (INSERT_COLUMNS) with the
+    recipients of each as the suppression list spells them (`suppression_keys`, one list per message)."""
+    rows, contents = [], {}
+    for n, (email, keys) in enumerate(zip(emails, suppression_keys, strict=True)):
+        attachments = email.get("attachments") or []
+        for attachment in attachments:  # each content once, however many messages carry it
+            contents.setdefault(attachment["sha256"], attachment["content"])
+        row = {column: email.get(column) for column in INSERT_COLUMNS}
+        row.update(n=n, suppression_keys=list(keys), attachments=[attachment_shown(a) for a in attachments])
+        rows.append(row)
+    contents = [{"sha256": sha256, "content": base64.b64encode(data).decode()} for sha256, data in contents.items()]
+    return {"project_id": project_id, "rows": Json(rows, dumps=_dumps), "contents": Json(contents, dumps=_dumps)}
 
 
-def inserted_or_suppressed(cur):
-    """Read the answer of a statement ending in SELECT_INSERTED: (the row or None, suppressed addresses)."""
-    result = cur.fetchone()
-    suppressed = result.pop("suppressed")
-    return (result if result["id"] is not None else None), suppressed
+def attachment_shown(attachment):
+    """What the log keeps of a loaded attachment (emails.attachments): all but its bytes."""
+    return {key: attachment[key] for key in ("filename", "content_type", "size", "content_id", "sha256")}
 
 
-# One answer row whatever happened: the suppressed addresses, and the inserted row's columns (NULL if none).
-SELECT_INSERTED = "SELECT s.suppressed, e.* FROM s LEFT JOIN e ON true"
-
-
-def insert_email(cur, email, suppression_keys):
-    """Insert a log row from the `email` dict with its first event unless a recipient is suppressed.
-
-    `suppression_keys` are the recipients as the suppression list spells them. Return (the row,
-    []), or (None, the suppressed addresses, sorted).
-    """
+def attachment_contents(cur, project_id, sha256s):
+    """Return {sha256 (hex): bytes} of the project's contents; only the worker reads them, to build a message."""
     cur.execute(
-        f"WITH {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}",
-        email_parameters(email, suppression_keys),
+        """SELECT encode(sha256, 'hex') AS sha256, content FROM attachment_contents
+           WHERE project_id = %s AND sha256 = ANY(%s::bytea[])""",
+        (project_id, [bytes.fromhex(sha256) for sha256 in sha256s]),
     )
-    return inserted_or_suppressed(cur)
+    return {row["sha256"]: bytes(row["content"]) for row in cur.fetchall()}
+
+
+def inserted_or_suppressed(cur, emails):
+    """Read the answer of a statement ending in SELECT_INSERTED: (the rows in the order of `emails`, or [] when
+    none was inserted; {index: the suppressed addresses} of the messages with any)."""
+    rows = cur.fetchall()
+    suppressed = {int(n): addresses for n, addresses in (rows[0].pop("suppressed") or {}).items()}
+    for row in rows[1:]:
+        del row["suppressed"]
+    if rows[0]["id"] is None:
+        return [], suppressed
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[email["id"]] for email in emails], suppressed
+
+
+def insert_emails(cur, project_id, emails, suppression_keys):
+    """Insert a log row with its first event for each of the `emails` dicts, all of them or none: none when a
+    recipient of any is suppressed.
+
+    `suppression_keys` are each message's recipients as the suppression list spells them. Return
+    (the rows in order, {}), or ([], {index of a message: its suppressed addresses, sorted}).
+    """
+    cur.execute(INSERT_EMAILS, insert_parameters(project_id, emails, suppression_keys))
+    return inserted_or_suppressed(cur, emails)
 
 
 def get_email(cur, project_id, email_id):
     """Return one log row of the project, or None (also when it belongs to another project)."""
-    cur.execute("SELECT * FROM emails WHERE id = %s AND project_id = %s", (email_id, project_id))
+    cur.execute(f"SELECT {EMAIL_SQL} FROM emails WHERE id = %s AND project_id = %s", (email_id, project_id))
     return cur.fetchone()
 
 
@@ -88,7 +143,8 @@ def list_events(cur, email_id):
 
 
 def _transition(cur, email_id, condition, assignments, event, detail=None, params=None, release_lock=False):
-    """Change one row's status and write its event; `release_lock` releases the sending lock too.
+    """Change one row's status and write its event; `release_lock` releases the sending lock too. Return the
+    changed row's id, or None.
 
     The lock is released once the row is changed and still row-locked, so a reconciler that finds the
     lock free before the commit waits on the row and then sees it no longer SENDING.
@@ -97,25 +153,25 @@ def _transition(cur, email_id, condition, assignments, event, detail=None, param
     cur.execute(
         f"""WITH e AS (
                 UPDATE emails SET {assignments}, updated_at = now()
-                WHERE id = %(id)s AND {condition} RETURNING *
+                WHERE id = %(id)s AND {condition} RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail) SELECT id, %(event)s, %(detail)s FROM e
             ){queue_webhooks_cte(event)}
-            {RELEASE_AND_SELECT if release_lock else "SELECT * FROM e"}""",
+            {RELEASE_AND_SELECT if release_lock else "SELECT e.id FROM e"}""",
         {**(params or {}), "id": email_id, "event": event, "detail": detail, "lock": SENDING_LOCK},
     )
     row = cur.fetchone()
-    return row if row and row["id"] is not None else None  # the LEFT JOIN's row when nothing changed
+    return row and row["id"]  # None when nothing changed (no row, or the LEFT JOIN's row of NULLs)
 
 
 # The end of an outcome statement whose CTE `e` holds the changed row: release the sending lock after the
 # UPDATE (count(*) makes it finish, row locked, before the unlock runs, whatever the join order) and
-# return the row, or a row of NULLs when nothing changed. A CTE with a volatile function runs exactly
+# return the row's id, NULL when nothing changed. A CTE with a volatile function runs exactly
 # once, and is never re-run when PostgreSQL rechecks a concurrently updated row.
 RELEASE_AND_SELECT = """, released AS (
         SELECT pg_advisory_unlock(%(lock)s, hashtext(%(id)s::text)) FROM (SELECT count(*) FROM e) changed
     )
-    SELECT e.* FROM released LEFT JOIN e ON true"""
+    SELECT e.id FROM released LEFT JOIN e ON true"""
 # A message that was SENT (or has moved on with delivery events) while recipients wait for a retry.
 SENT_STATUSES = ("SENT", "DELIVERED", "BOUNCED", "COMPLAINED")
 WAITING_FOR_RETRY = "(retry_pending AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED'))"
@@ -160,14 +216,14 @@ def claim_for_sending(cur, email_id):
                     status = CASE WHEN status IN ('PENDING', 'SCHEDULED') THEN 'SENDING' ELSE status END
                 WHERE id = %(id)s AND (SELECT locked FROM l) AND (
                     status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()) OR {WAITING_FOR_RETRY}
-                ) RETURNING *
+                ) RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type) SELECT id, 'sending' FROM e
             )
             SELECT l.locked,
                    (SELECT extract(epoch FROM scheduled_at - now())::float FROM emails
                     WHERE id = %(id)s AND status = 'SCHEDULED') AS due_in,
-                   e.*
+                   {E_EMAIL_SQL}
             FROM l LEFT JOIN e ON true""",
         {"id": email_id, "lock": SENDING_LOCK},
     )
@@ -204,7 +260,7 @@ def record_attempt(cur, email_id, record, was_sending):
     The recipients that changed are merged into the row's entries (a delivery event may have moved
     another one meanwhile); the events, webhooks and suppressions are written in the same statement.
     `was_sending`: the claim made the row SENDING; else it was a SENT message's background retry.
-    Return the row, or None when it had been taken away from this attempt.
+    Return the row's id, or None when it had been taken away from this attempt.
     """
     cur.execute(
         f"""WITH e AS (
@@ -224,7 +280,7 @@ def record_attempt(cur, email_id, record, was_sending):
                     failed_at = CASE WHEN %(status)s = 'FAILED' THEN now() ELSE failed_at END,
                     updated_at = now()
                 WHERE id = %(id)s AND CASE WHEN %(was_sending)s THEN status = 'SENDING' ELSE {WAITING_FOR_RETRY} END
-                RETURNING *
+                RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail)
                 SELECT e.id, x.ev->>'type', x.ev->>'detail'
@@ -249,13 +305,13 @@ def record_attempt(cur, email_id, record, was_sending):
             "webhook_types": record.webhooks,
         },
     )
-    row = cur.fetchone()
-    return row if row["id"] is not None else None
+    return cur.fetchone()["id"]
 
 
 def mark_failed(cur, email_id, error, from_statuses=("SENDING",), release_lock=True):
     """Record that the message will not be sent (its waiting recipients refused); from SENDING, release the
     sending lock too. `release_lock=False` for a message this session is not sending (e.g. one the queue refused).
+    Return the message's id, or None when it was not in one of `from_statuses`.
     """
     return _transition(
         cur, email_id, "status = ANY(%(from)s)",
@@ -316,14 +372,14 @@ def settle_abandoned(cur, max_attempts, retry_note, failed_note, limit=500):
                     retry_pending = attempts < %(max)s AND retry_pending,
                     updated_at = now()
                 WHERE id IN (SELECT id FROM abandoned) AND status = 'SENDING'
-                RETURNING *
+                RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail)
                 SELECT id, CASE status WHEN 'PENDING' THEN 'attempt_abandoned' ELSE 'failed' END,
                        CASE status WHEN 'PENDING' THEN %(retry)s ELSE %(failed)s END
                 FROM settled
             ), e AS (
-                SELECT * FROM settled WHERE status = 'FAILED'  -- those that failed notify their webhooks
+                SELECT {EMAIL_SQL} FROM settled WHERE status = 'FAILED'  -- those that failed notify their webhooks
             ){queue_webhooks_cte("failed")}
             SELECT id, status FROM settled""",
         {
@@ -358,7 +414,7 @@ def settle_abandoned_retries(cur, max_attempts, note, limit=500):
                 UPDATE emails SET recipients = {refuse_waiting("%(note)s")}, retry_pending = false,
                     last_error = {error_without_stage("%(note)s")}, updated_at = now()
                 WHERE id IN (SELECT id FROM abandoned) AND {WAITING_FOR_RETRY} AND attempts >= %(max)s
-                RETURNING *
+                RETURNING {EMAIL_SQL}
             ), ev AS (
                 INSERT INTO email_events (email_id, type, detail)
                 SELECT id, 'recipient_refused', a.addresses || ': ' || %(note)s FROM e JOIN abandoned a USING (id)

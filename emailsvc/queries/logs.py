@@ -4,6 +4,8 @@ Every query reads one project's rows: the condition PROJECT opens every WHERE, a
 the log leads with project_id (schema.sql).
 """
 
+from .rows import E_EMAIL_SQL, EMAIL_SQL
+
 # One constant fragment per filter; only the values travel, as parameters. The address filters compare
 # bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in to, cc or bcc
 # (spelled "<project_id>:<address>", as its index holds them: see schema.sql).
@@ -29,7 +31,7 @@ def select_oldest_first(cur, project_id, filters, offset, limit, since=None):
     """Return `limit` of the project's rows after skipping `offset`, oldest first, from created_at `since` if given."""
     # The inner query skips rows on the index alone; only the page itself is read from the table.
     cur.execute(
-        f"""SELECT e.* FROM emails e JOIN (
+        f"""SELECT {E_EMAIL_SQL} FROM emails e JOIN (
                 SELECT id FROM emails WHERE {_where(filters, since and SINCE)}
                 ORDER BY created_at, id OFFSET %(offset)s LIMIT %(limit)s
             ) page USING (id)
@@ -44,7 +46,7 @@ def select_newest_first(cur, project_id, filters, before, limit):
     `before` in that order."""
     before_at, before_id = before or (None, None)
     cur.execute(
-        f"""SELECT * FROM emails WHERE {_where(filters, before and BEFORE_POSITION)}
+        f"""SELECT {EMAIL_SQL} FROM emails WHERE {_where(filters, before and BEFORE_POSITION)}
             ORDER BY created_at DESC, id DESC LIMIT %(limit)s""",
         {**filters, "project_id": project_id, "before_at": before_at, "before_id": before_id, "limit": limit},
     )

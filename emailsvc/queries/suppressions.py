@@ -12,6 +12,15 @@ def suppress(cur, project_id, addresses, reason, email_id=None):
     )
 
 
+def suppressed_among(cur, project_id, addresses):
+    """Return those of `addresses` (as the list spells them) that are on the project's list, sorted."""
+    cur.execute(
+        "SELECT address FROM suppressions WHERE project_id = %s AND address = ANY(%s) ORDER BY address",
+        (project_id, list(addresses)),
+    )
+    return [row["address"] for row in cur.fetchall()]
+
+
 def add_suppression(cur, project_id, address, reason):
     """Add one address and return its row with `created`; an address already listed keeps its entry."""
     cur.execute(

@@ -3,6 +3,7 @@
 from itertools import groupby
 
 from ..schemas import WEBHOOK_EVENTS
+from .rows import EMAIL_SQL, qualified
 
 
 def _queue_webhooks(types):
@@ -68,7 +69,7 @@ def delete_endpoint(cur, project_id, endpoint_id):
 def queue_webhooks(cur, email_id, event):
     """Queue deliveries of "email.<event>" for a message whose status did not change (e.g. deferred)."""
     cur.execute(
-        f"WITH e AS (SELECT * FROM emails WHERE id = %(id)s), {QUEUE_WEBHOOKS} SELECT 1",
+        f"WITH e AS (SELECT {EMAIL_SQL} FROM emails WHERE id = %(id)s), {QUEUE_WEBHOOKS} SELECT 1",
         {"id": email_id, "event": event},
     )
 
@@ -104,7 +105,8 @@ def claim_delivery(cur, delivery_id, lease):
 def get_delivery_log(cur, delivery_id):
     """Return the log row a delivery carries, as it was when the change happened."""
     cur.execute(
-        "SELECT r.* FROM webhook_deliveries d, jsonb_populate_record(NULL::emails, d.snapshot) r WHERE d.id = %s",
+        f"""SELECT {qualified("r")}
+            FROM webhook_deliveries d, jsonb_populate_record(NULL::emails, d.snapshot) r WHERE d.id = %s""",
         (delivery_id,),
     )
     return cur.fetchone()

@@ -30,7 +30,8 @@ def list_entries():
 
 
 @bp.post("")
-@document(body=new_suppression_schema, response=suppression_schema, status=201, also=[200])
+@document(body=new_suppression_schema, response=suppression_schema, status=201,
+          also={200: (suppression_schema, "The address was on the list already: its entry.")})  # fmt: skip
 @require_scope("send")
 def add():
     """Suppress an address: 201 when new, 200 with the existing entry when already listed."""
