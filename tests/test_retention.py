@@ -198,3 +198,28 @@ def test_the_workers_supervisor_purges_when_it_starts(app, processes, database):
              message="the old row to be deleted")  # fmt: skip
     purged = "SELECT content_purged_at AS at FROM emails WHERE id = %s"
     wait_for(lambda: sql(database, purged, (body,))[0]["at"], timeout=30, message="the old body to be purged")
+
+
+def test_attachment_content_goes_with_the_last_message_that_carries_it(client, app, auth, database):
+    pdf = {"filename": "invoice.pdf", "content": "JVBERi0xLjQK"}  # the same bytes in both messages: stored once
+    sent = [client.post("/email/send", headers=auth, json={"to": "alice@example.com", "subject": "Invoice",
+                                                           "body": "Attached.", "attachments": [pdf]})
+            for _ in range(2)]  # fmt: skip
+    first, second = (response.get_json()["id"] for response in sent)
+
+    def age(email_id):
+        sql(database, "UPDATE emails SET status = 'SENT', sent_at = %s, created_at = %s WHERE id = %s",
+            (NOW - 40 * DAY, NOW - 40 * DAY, email_id))  # fmt: skip
+
+    def contents():
+        return sql(database, "SELECT count(*) AS n FROM attachment_contents")[0]["n"]
+
+    assert contents() == 1
+    age(first)
+    assert run_purge(app)["message content"] == 1
+    assert contents() == 1  # the second message still carries it
+    log = client.get(f"/email/logs/{first}", headers=auth).get_json()
+    assert log["content_purged_at"] and log["attachments"][0]["filename"] == "invoice.pdf"  # what it carried
+    age(second)
+    assert run_purge(app)["message content"] == 1
+    assert contents() == 0

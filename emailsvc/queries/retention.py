@@ -12,19 +12,36 @@ CONTENT_KEPT = (
     "content_purged_at IS NULL AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED', 'FAILED', 'CANCELED')"
 )
 RETENTION_LOCK = 0x72746E  # "rtn": one purge at a time, whoever runs it
+# Follows a CTE `gone` holding the ids of messages whose content goes: their attachment links, and
+# every attachment content of theirs no other message of the project still carries (content is
+# stored once per project and shared). Statement-wide snapshot: the links being dropped are still
+# seen, so they are excluded by id. Answers how many messages were in `gone`.
+DROP_ATTACHMENTS = """, links AS (
+        DELETE FROM email_attachments WHERE email_id IN (SELECT id FROM gone) RETURNING project_id, sha256
+    ), contents AS (
+        DELETE FROM attachment_contents c USING (SELECT DISTINCT project_id, sha256 FROM links) l
+        WHERE c.project_id = l.project_id AND c.sha256 = l.sha256
+          AND NOT EXISTS (SELECT FROM email_attachments a WHERE a.project_id = c.project_id
+                          AND a.sha256 = c.sha256 AND a.email_id NOT IN (SELECT id FROM gone))
+    )
+    SELECT count(*) AS n FROM gone"""
 
 
 def purge_content(cur, project_id, before, limit):
-    """Delete the body, html and headers of up to `limit` of the project's finished messages created before
-    `before`; return how many. The row, its events and its counts stay; content_purged_at says when."""
+    """Delete the body, html, headers and attachment content of up to `limit` of the project's finished
+    messages created before `before`; return how many. The row (its attachments' metadata too), its events
+    and its counts stay; content_purged_at says when."""
     cur.execute(
-        f"""UPDATE emails SET body = NULL, html = NULL, headers = '{{}}', content_purged_at = now()
-            WHERE id IN (SELECT id FROM emails WHERE project_id = %(project)s AND {CONTENT_KEPT}
-                           AND created_at < %(before)s AND NOT retry_pending
-                         ORDER BY created_at LIMIT %(limit)s)""",
+        f"""WITH gone AS (
+                UPDATE emails SET body = NULL, html = NULL, headers = '{{}}', content_purged_at = now()
+                WHERE id IN (SELECT id FROM emails WHERE project_id = %(project)s AND {CONTENT_KEPT}
+                               AND created_at < %(before)s AND NOT retry_pending
+                             ORDER BY created_at LIMIT %(limit)s)
+                RETURNING id
+            ){DROP_ATTACHMENTS}""",
         {"project": project_id, "before": before, "limit": limit},
     )
-    return cur.rowcount
+    return cur.fetchone()["n"]
 
 
 def count_content(cur, project_id, before):
@@ -43,12 +60,15 @@ def delete_rows(cur, project_id, before, limit):
     webhook deliveries and idempotency keys; return how many. The project's totals stay exact (schema.sql,
     forget_deleted_emails)."""
     cur.execute(
-        f"""DELETE FROM emails WHERE id IN (
-                SELECT id FROM emails WHERE project_id = %(project)s AND created_at < %(before)s AND {FINISHED}
-                ORDER BY created_at, id LIMIT %(limit)s)""",
+        f"""WITH gone AS (
+                DELETE FROM emails WHERE id IN (
+                    SELECT id FROM emails WHERE project_id = %(project)s AND created_at < %(before)s AND {FINISHED}
+                    ORDER BY created_at, id LIMIT %(limit)s)
+                RETURNING id
+            ){DROP_ATTACHMENTS}""",
         {"project": project_id, "before": before, "limit": limit},
     )
-    return cur.rowcount
+    return cur.fetchone()["n"]
 
 
 def count_rows(cur, project_id, before):
