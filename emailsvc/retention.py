@@ -3,7 +3,7 @@
 A pass is a list of steps, each a kind of data kept for the days one setting says (0: for ever):
 whole log rows with their events for LOG_RETENTION_DAYS, then message content (body, html, headers)
 for BODY_RETENTION_DAYS (rows first: content about to go with its row is not purged on the way).
-Keeping another kind of data for a while (attachment content, say) is one more Step. Every step works
+Attachment content goes in the same statements as the content and rows that carry it. Every step works
 a project at a time in batches of BATCH rows, oldest first, so no statement holds its locks for long,
 and stops between batches when asked to.
 """
