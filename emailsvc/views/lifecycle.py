@@ -43,11 +43,11 @@ def cancel(email_id):
     """Cancel a SCHEDULED message, or a PENDING one no worker has taken: it is never sent. Else 409 not_cancelable."""
     with get_services().db.cursor() as cur:
         row = _email(cur, email_id)
-        canceled = cancel_email(cur, current_project_id(), row["id"])
-        if canceled is None:
-            status = _email(cur, email_id)["status"]
-            raise NotCancelable(details={"status": status})
-    return log_schema.dump(canceled)
+        changed = cancel_email(cur, current_project_id(), row["id"])
+        row = _email(cur, email_id)  # as the change left it, or as it is when it could not change
+        if changed is None:
+            raise NotCancelable(details={"status": row["status"]})
+    return log_schema.dump(row)
 
 
 @bp.patch("/<email_id>")
@@ -58,9 +58,10 @@ def reschedule(email_id):
     at = reschedule_schema.load(json_body())["scheduled_at"]
     with get_services().db.cursor() as cur:
         row = _email(cur, email_id)
-        moved = reschedule_email(cur, current_project_id(), row["id"], at)
-        if moved is None:
-            raise NotReschedulable(details={"status": _email(cur, email_id)["status"]})
+        changed = reschedule_email(cur, current_project_id(), row["id"], at)
+        moved = _email(cur, email_id)  # as the change left it, or as it is when it could not change
+        if changed is None:
+            raise NotReschedulable(details={"status": moved["status"]})
     # The job keeps the message's id, so queueing it again moves the one queued for the old time. With the
     # queue down, the reconciler queues the message once it is due (docs/delivery.md).
     try:
