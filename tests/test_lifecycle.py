@@ -82,7 +82,9 @@ def test_reschedule_earlier_and_later(app, client, auth, smtp, processes):
 
 def test_resend_a_failed_message(app, client, auth, smtp, database):
     smtp.data_replies.append("550 5.7.1 Refused")
-    first = send(client, auth, headers={"X-Tag": "t"}, metadata={"order": "42"}, cc=["carol@example.com"])
+    pdf = {"filename": "invoice.pdf", "content": "JVBERi0xLjQK", "content_type": "application/pdf"}
+    first = send(client, auth, headers={"X-Tag": "t"}, metadata={"order": "42"}, cc=["carol@example.com"],
+                 attachments=[pdf])  # fmt: skip
     run_jobs(app)
     assert log_of(client, auth, first)["status"] == "FAILED"
     response = client.post(f"/email/logs/{first}/resend", headers={**auth, "Idempotency-Key": "r1"})
@@ -96,6 +98,8 @@ def test_resend_a_failed_message(app, client, auth, smtp, database):
     assert log_of(client, auth, second["id"])["status"] == "SENT"
     [(_, rcpt, message)] = smtp.received
     assert message["X-Tag"] == "t" and sorted(rcpt) == ["alice@example.com", "carol@example.com"]
+    [attached] = list(message.iter_attachments())
+    assert attached.get_filename() == "invoice.pdf" and attached.get_content() == b"%PDF-1.4\n"
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
         cur.execute("UPDATE emails SET content_purged_at = now() WHERE id = %s", (first,))
     purged = client.post(f"/email/logs/{first}/resend", headers=auth)

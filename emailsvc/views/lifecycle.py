@@ -12,7 +12,7 @@ from ..errors import ContentPurged, NotCancelable, NotFound, NotReschedulable, N
 from ..idempotency import idempotency_key
 from ..jobs import enqueue_delivery
 from ..openapi import document
-from ..queries.emails import cancel_email, get_email, reschedule_email
+from ..queries.emails import attachment_contents, cancel_email, get_email, reschedule_email
 from ..schemas import log_schema, reschedule_schema
 from ..services import get_services
 from ..web import json_body
@@ -79,11 +79,14 @@ def resend(email_id):
     key = idempotency_key()
     with get_services().db.cursor() as cur:
         row = _email(cur, email_id)
-    if row["content_purged_at"] is not None:
+        files = row["attachments"]
+        contents = attachment_contents(cur, row["project_id"], [a["sha256"] for a in files]) if files else {}
+    if row["content_purged_at"] is not None or any(a["sha256"] not in contents for a in files):
         raise ContentPurged()
     if row["status"] not in RESENDABLE:
         raise NotResendable(details={"status": row["status"]})
     email = {field: row[field] for field in COPIED}
     email.update(scheduled_at=None, resent_from=row["id"])
+    email["attachments"] = [{**a, "content": contents[a["sha256"]]} for a in files]
     new, replayed = accept_email(email, {"resend": str(row["id"])}, key)
     return log_schema.dump(new), 201, {"Idempotent-Replayed": "true"} if replayed else {}
