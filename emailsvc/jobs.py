@@ -70,6 +70,9 @@ def enqueue_deliveries(deliveries, at_front=False):
     # Given a pipeline, RQ queues its writes there instead of executing its own: every job, its status
     # and its queue entry go in one MULTI/EXEC, one round trip however many messages.
     with queue.connection.pipeline() as pipe:
+        # MULTI first: RQ's enqueue turns the pipeline into a transaction itself, which redis-py refuses
+        # once an enqueue_at (a scheduled message earlier in the batch) has queued its commands.
+        pipe.multi()
         for email_id, at in deliveries:
             email_id = str(email_id)  # the job id: one job per message, so the reconciler can tell whether it exists
             if at is None:

@@ -162,6 +162,17 @@ class TodayArgs(QueryArgs):
     tz = TimeZoneField(load_default=lambda: ZoneInfo("UTC"))
 
 
+class DryRunArgs(QueryArgs):
+    """The query of POST /email/send and POST /email/batch."""
+
+    dry_run = fields.Boolean(
+        load_default=False,
+        truthy={"true"},
+        falsy={"false"},  # as the rate limiter reads it (limits.dry_run)
+        metadata={"description": "true: answer 200 with what would be sent and decided; record and send nothing."},
+    )
+
+
 def load_args(schema):
     """Load the request's query string with `schema`; anything malformed is a 400 invalid_parameter."""
     try:
@@ -174,3 +185,4 @@ page_args = PageArgs()
 text_key_page_args = TextKeyPageArgs()
 log_list_args = LogListArgs()
 today_args = TodayArgs()
+dry_run_args = DryRunArgs()

@@ -245,8 +245,17 @@ class Base64Bytes(fields.String):
 class AttachmentSchema(Schema):
     """A file sent with the message; with a content_id it is inline (an HTML body refers to it as cid:…)."""
 
-    filename = fields.String(required=True, validate=check_filename)
-    content = Base64Bytes(required=True, metadata={"description": "The file, base64."})
+    filename = fields.String(
+        required=True, validate=check_filename,
+        metadata={"pattern": r"^[^/\\\u0000-\u001f\u007f\u0085\u2028\u2029]+$",
+                  "description": "A bare file name of at most 255 bytes, also once RFC 2231/2047 decoded, not "
+                                 "ending in a blocked extension (docs/api.md)."},
+    )  # fmt: skip
+    content = Base64Bytes(
+        required=True,
+        metadata={"description": "The file, standard base64 without line breaks.",
+                  "pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"},
+    )  # fmt: skip
     content_type = fields.String(
         load_default=None, validate=validate.Regexp(MIME_TYPE),
         metadata={"description": "Guessed from the filename when absent, else application/octet-stream."},
@@ -488,17 +497,6 @@ class BatchLogSchema(Schema):
     data = fields.List(fields.Nested(LogSchema))
 
 
-class DryRunQuerySchema(Schema):
-    """The query of POST /email/send and POST /email/batch."""
-
-    dry_run = fields.Boolean(
-        load_default=False,
-        truthy={"true"},
-        falsy={"false"},  # as the rate limiter reads it (limits.dry_run)
-        metadata={"description": "true: answer 200 with what would be sent and decided; record and send nothing."},
-    )
-
-
 class EnvelopeSchema(Schema):
     """The SMTP envelope a message would be sent with."""
 
@@ -565,7 +563,6 @@ class ReadySchema(Schema):
 send_schema = SendSchema()
 batch_schema = BatchSchema()
 batch_log_schema = BatchLogSchema()
-dry_run_query_schema = DryRunQuerySchema()
 dry_run_schema = DryRunSchema()
 batch_dry_run_schema = BatchDryRunSchema()
 log_schema = LogSchema()
@@ -816,8 +813,8 @@ class TemplatePartsSchema(Schema):
         validate=[validate.Length(min=1, max=998), safe_subject],
         metadata={"pattern": NO_CONTROLS_PATTERN, "description": HEADER_VALUE_DOC.rsplit(";", 1)[0] + "."},
     )
-    body = fields.String(load_default=None)
-    html = fields.String(load_default=None)
+    body = fields.String(load_default=None, metadata={"pattern": NO_NUL_PATTERN, "description": BODY_DOC})
+    html = fields.String(load_default=None, metadata={"pattern": NO_NUL_PATTERN, "description": BODY_DOC})
 
     @validates_schema
     def check_parts(self, data, **kwargs):

@@ -29,7 +29,7 @@ from emailsvc.services import get_services
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/emailsvc_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = "projects, api_keys, emails, email_events, suppressions, webhook_endpoints"
+TABLES = "projects, api_keys, emails, email_events, suppressions, webhook_endpoints, attachment_contents"
 
 
 def free_port():

@@ -1,5 +1,7 @@
 """POST /email/batch: many messages accepted all or none, in one statement and one queue round trip."""
 
+from datetime import UTC, datetime, timedelta
+
 import psycopg2
 from conftest import TEST_REDIS_URL, make_key, run_jobs
 from redis import Redis
@@ -127,3 +129,11 @@ def test_redis_down_at_batch_answers_503_and_records_every_row_failed(settings, 
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM idempotency_keys")
         assert cur.fetchone()[0] == 0  # the client's retry with the key can succeed
+
+
+def test_a_batch_may_mix_scheduled_and_immediate_messages_in_any_order(client, auth):
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    message = {"to": "alice@example.com", "subject": "Hello", "body": "Hi"}
+    response = client.post("/email/batch", json={"messages": [{**message, "send_at": later}, message]}, headers=auth)
+    assert response.status_code == 201, response.get_json()
+    assert [log["status"] for log in response.get_json()["data"]] == ["SCHEDULED", "PENDING"]

@@ -171,13 +171,17 @@ def _real_body(body):
         body["url"] = "http://127.0.0.1:9/hooks"
     if isinstance(body.get("headers"), dict):  # names unique ignoring case, and a size over all of them
         body["headers"] = {name.lower(): value[:200] for name, value in body["headers"].items()}
+    if isinstance(body.get("attachments"), list):  # a name no pattern can vouch for (bytes, extensions)
+        for n, attachment in enumerate(body["attachments"]):
+            if isinstance(attachment, dict) and isinstance(attachment.get("filename"), str):
+                attachment["filename"] = f"file-{n}.txt"
     if "variables" in body:  # any JSON object; strings in it, at any depth, may not hold NUL
         body["variables"] = {}
     if body.get("template") is not None:  # a template that exists, instead of texts of its own
         body.update(template="welcome", template_version=None)
         for field in ("subject", "body", "html"):
             body.pop(field, None)
-    elif "template" in body:  # no template: nothing of one either
+    else:  # no template: nothing of one either
         body.pop("template_version", None)
     if "subject" in body or "template" in body:
         room = MAX_RECIPIENTS - (1 if isinstance(body.get("to"), str) else len(body.get("to") or []))

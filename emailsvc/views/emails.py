@@ -5,7 +5,7 @@ from flask import Blueprint
 from ..accepting import accept, accept_email, render_batch
 from ..auth import current_project_id, require_scope
 from ..idempotency import idempotency_key
-from ..list_args import load_args
+from ..list_args import dry_run_args, load_args
 from ..log_pages import read_message
 from ..mail_templates.rendering import render_for_send
 from ..openapi import document
@@ -13,7 +13,6 @@ from ..schemas import (
     batch_dry_run_schema,
     batch_log_schema,
     batch_schema,
-    dry_run_query_schema,
     dry_run_schema,
     log_schema,
     log_with_events_schema,
@@ -28,12 +27,12 @@ SEND_EXAMPLE = {"to": ["Alice <alice@example.com>"], "subject": "Your order has 
 
 
 @bp.post("/send")
-@document(body=send_schema, query=dry_run_query_schema, example=SEND_EXAMPLE, response=log_schema, status=201,
+@document(body=send_schema, query=dry_run_args, example=SEND_EXAMPLE, response=log_schema, status=201,
           also={200: (dry_run_schema, "A dry run: what would be sent and decided; nothing is recorded.")})  # fmt: skip
 @require_scope("send")
 def send():
     """Validate, render a template if one is named, record as PENDING (or SCHEDULED), queue, and answer 201."""
-    dry_run = load_args(dry_run_query_schema)["dry_run"]
+    dry_run = load_args(dry_run_args)["dry_run"]
     body, key = json_body(), idempotency_key()
     email = render_for_send(current_project_id(), send_schema.load(body))
     if dry_run:
@@ -44,13 +43,13 @@ def send():
 
 
 @bp.post("/batch")
-@document(body=batch_schema, query=dry_run_query_schema, example={"messages": [SEND_EXAMPLE]},
+@document(body=batch_schema, query=dry_run_args, example={"messages": [SEND_EXAMPLE]},
           response=batch_log_schema, status=201,
           also={200: (batch_dry_run_schema, "A dry run: each message as it would be sent.")})  # fmt: skip
 @require_scope("send")
 def batch():
     """Accept 1–500 messages all or none, as POST /email/send accepts one; an error names each message by its index."""
-    dry_run = load_args(dry_run_query_schema)["dry_run"]
+    dry_run = load_args(dry_run_args)["dry_run"]
     body, key = json_body(), idempotency_key()
     emails = render_batch(current_project_id(), batch_schema.load(body)["messages"])
     if dry_run:
