@@ -180,8 +180,9 @@ def messages_left():
 
 
 def message_count():
-    """The messages a send or batch asks to send: what RATELIMIT_MESSAGES takes (a malformed batch: 1)."""
-    if request.endpoint != "emails.batch":
+    """The messages a send or batch asks to send: what RATELIMIT_MESSAGES takes (a malformed batch: 1; one
+    without a valid key: 1, unread, since it is refused (401) whatever it holds)."""
+    if request.endpoint != "emails.batch" or g.get("api_key") is None:
         return 1
     try:
         body = json_body()  # parsed once, here or in the view, and refused (here: counted as 1) by the same checks

@@ -108,3 +108,14 @@ def test_the_count_needs_no_server():
     with pytest.raises(TooManyValues):  # keys weigh more than their bytes: a small body of many is refused
         check_values(b"{" + b'"":0,' * (VALUES_PER_MESSAGE // 8) + b'"":0}')
     check_values(json.dumps([0] * (3 * VALUES_PER_MESSAGE)).encode(), messages=3)
+
+
+def test_a_batch_is_parsed_once_and_without_a_key_not_at_all(client, auth, monkeypatch):
+    # The rate limiter counts a batch's messages before its view runs: both read the one parse.
+    parsed, loads = [], json.loads
+    monkeypatch.setattr(json, "loads", lambda data, **kwargs: parsed.append(data) or loads(data, **kwargs))
+    data = json.dumps({"messages": [VALID_SEND] * 3}).encode()
+    assert post(client, auth, "/email/batch", data).status_code == 201
+    assert parsed.count(data) == 1
+    assert post(client, {"Authorization": "Bearer esk_" + "x" * 43}, "/email/batch", data).status_code == 401
+    assert parsed.count(data) == 1
