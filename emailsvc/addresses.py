@@ -1,5 +1,6 @@
 """Parse and normalise email addresses with the standard library's header parser and email-validator."""
 
+import re
 from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address, HeaderRegistry
 from email.utils import parseaddr
@@ -21,13 +22,16 @@ NEVER_DELIVERABLE = ("invalid",)  # RFC 6761: guaranteed never to exist
 # emailsvc decides with its own list and setting instead, so the library's is emptied.
 email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 _registry = HeaderRegistry()
+# What the email package makes of bytes an encoded word's charset cannot decode (surrogateescape).
+UNDECODED = re.compile(r"[\ud800-\udfff]")
 
 
 class InvalidAddress(ValueError):
     """The text is not exactly one valid address."""
 
 
-def _parse_one(text):
+def _parse_header(text):
+    """Return `text` parsed as a To header holding exactly one address, or raise InvalidAddress."""
     try:
         header = _registry("to", text)
     except Exception as exc:  # the parser raises assorted errors on hostile input (CR/LF decoded, …)
@@ -35,7 +39,11 @@ def _parse_one(text):
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if defects or len(header.addresses) != 1:
         raise InvalidAddress("Not a valid email address.")
-    return header.addresses[0]
+    return header
+
+
+def _parse_one(text):
+    return _parse_header(text).addresses[0]
 
 
 def parse_address(text):
@@ -83,14 +91,15 @@ def normalize_address(text):
     # The builder parses the stored form again: a decoded display name must not decode a second time.
     if ENCODED_WORD_START in text:
         try:
-            again = _parse_one(normalised).display_name
+            reparsed = _parse_header(normalised)
         except InvalidAddress:
-            again = None
-        if again != display_name:
+            raise InvalidAddress(NESTED) from None
+        if reparsed.addresses[0].display_name != display_name:
             raise InvalidAddress(NESTED)
-        reparsed = _registry("to", normalised)
-        # Folding costs more than decoding; it can fail only on text it must encode again (not ASCII).
-        if (reparsed.defects or not normalised.isascii()) and unwritable(reparsed):
+        # Folding costs more than parsing twice. The stored form is decoded text, which the builder encodes
+        # as UTF-8 words and cannot fail to, unless decoding left bytes it could not read (surrogates) or
+        # it still holds something like an encoded word: only then is it folded to see.
+        if (UNDECODED.search(normalised) or ENCODED_WORD_START in normalised) and unwritable(reparsed):
             raise InvalidAddress(UNWRITABLE)
     return normalised
 

@@ -13,7 +13,9 @@ from limits import parse, parse_many
 from limits.storage import RedisStorage
 from redis.exceptions import RedisError
 
+from .errors import ApiError
 from .schemas import MAX_BATCH
+from .web import json_body
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +180,15 @@ def messages_left():
 
 
 def message_count():
-    """The messages a send or batch asks to send: what RATELIMIT_MESSAGES takes (a malformed batch: 1)."""
-    if request.endpoint != "emails.batch":
+    """The messages a send or batch asks to send: what RATELIMIT_MESSAGES takes (a malformed batch: 1; one
+    without a valid key: 1, unread, since it is refused (401) whatever it holds)."""
+    if request.endpoint != "emails.batch" or g.get("api_key") is None:
         return 1
-    body = request.get_json(silent=True)
-    messages = body.get("messages") if isinstance(body, dict) else None
+    try:
+        body = json_body()  # parsed once, here or in the view, and refused (here: counted as 1) by the same checks
+    except ApiError:
+        return 1
+    messages = body.get("messages")
     return min(len(messages), MAX_BATCH) if isinstance(messages, list) and messages else 1
 
 

@@ -26,7 +26,8 @@ ERRORS = {
     404: ("NotFound", "`not_found`: no such resource."),
     409: ("Conflict", "`idempotency_conflict`: the Idempotency-Key was used with a different body; "
                       "`template_exists`, `not_cancelable`, `not_reschedulable`, `content_purged`: see the operation."),
-    413: ("PayloadTooLarge", "`payload_too_large`: the body is over the size limit (default 16 MiB)."),
+    413: ("PayloadTooLarge", "`payload_too_large`: the body is over the size limit (default 16 MiB), or holds more "
+                             "JSON values than its messages can need (360,000 a message, a key weighing 9)."),
     415: ("UnsupportedMediaType", "`unsupported_media_type`: the body is not sent as `application/json`."),
     422: ("ValidationError", "`validation_error`: `details` maps each field to its messages; or a code naming a rule."),
     429: ("RateLimited", "`rate_limited`: too many requests; retry after `Retry-After` seconds."),

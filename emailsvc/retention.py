@@ -3,7 +3,7 @@
 A pass is a list of steps, each a kind of data kept for the days one setting says (0: for ever):
 whole log rows with their events for LOG_RETENTION_DAYS, then message content (body, html, headers)
 for BODY_RETENTION_DAYS (rows first: content about to go with its row is not purged on the way).
-Attachment content goes in the same statements as the content and rows that carry it. Every step works
+Attachment content goes in the same transaction as the content or row that last carried it. Every step works
 a project at a time in batches of BATCH rows, oldest first, so no statement holds its locks for long,
 and stops between batches when asked to.
 """
@@ -18,6 +18,7 @@ from .queries.retention import (
     count_content,
     count_rows,
     delete_rows,
+    delete_unlinked_contents,
     lock_retention,
     purge_content,
     unlock_retention,
@@ -34,7 +35,7 @@ class Step:
 
     name: str  # what the pass reports, e.g. "message content"
     setting: str
-    remove: callable  # (cursor, project_id, before, limit) -> how many it removed, at most limit
+    remove: callable  # (cursor, project_id, before, limit) -> how many it removed (at most limit), their contents
     count: callable  # (cursor, project_id, before) -> how many `remove` would take in all
 
 
@@ -66,6 +67,20 @@ def purge(config, dry_run=False, should_stop=lambda: False, now=None):
     return done
 
 
+def _remove(cur, step, project_id, before):
+    """Remove one batch of `step`, and the attachment contents it leaves unlinked, in one transaction."""
+    cur.execute("BEGIN")
+    try:
+        removed, contents = step.remove(cur, project_id, before, BATCH)
+        delete_unlinked_contents(cur, project_id, contents)
+    except BaseException:
+        if not cur.connection.closed:
+            cur.execute("ROLLBACK")
+        raise
+    cur.execute("COMMIT")
+    return removed
+
+
 def _run(cur, step, projects, config, now, dry_run, should_stop):
     days = config[step.setting]
     if not days:
@@ -76,7 +91,7 @@ def _run(cur, step, projects, config, now, dry_run, should_stop):
             removed += step.count(cur, project_id, before)
             continue
         while not should_stop():
-            batch = step.remove(cur, project_id, before, BATCH)
+            batch = _remove(cur, step, project_id, before)
             removed += batch
             if batch < BATCH:
                 break

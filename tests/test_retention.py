@@ -1,7 +1,9 @@
 """Retention: old content and old rows go, in small batches, and the log's totals and today's counts stay exact."""
 
+import threading
 import uuid
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic
 
 import psycopg2
 import psycopg2.extras
@@ -223,3 +225,38 @@ def test_attachment_content_goes_with_the_last_message_that_carries_it(client, a
     age(second)
     assert run_purge(app)["message content"] == 1
     assert contents() == 0
+
+
+def test_a_send_racing_the_purge_of_the_same_attachment_keeps_its_content(app, auth, database):
+    # The purge deletes content its last carrier loses, while a send links the same content (same
+    # project and SHA-256): whichever wins, every link must have its content, and the send its 201.
+    pdf = {"filename": "invoice.pdf", "content": "JVBERi0xLjQK"}
+    body = {"to": "alice@example.com", "subject": "Invoice", "body": "Attached.", "attachments": [pdf]}
+    answers, deadline, rounds = [], monotonic() + 20, 0
+    assert app.test_client().post("/email/send", headers=auth, json=body).status_code == 201
+
+    def send(start):
+        start.wait()
+        answers.append(app.test_client().post("/email/send", headers=auth, json=body).status_code)
+
+    def purge(start):
+        start.wait()
+        run_purge(app)
+
+    while rounds < 40 and monotonic() < deadline:
+        rounds += 1
+        old = {"at": NOW - 40 * DAY}
+        sql(database, "UPDATE emails SET status = 'SENT', sent_at = %(at)s, created_at = %(at)s", old)
+        start = threading.Barrier(2)
+        threads = [threading.Thread(target=task, args=(start,)) for task in (send, purge)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        [dangling] = sql(
+            database,
+            """SELECT count(*) AS n FROM email_attachments a WHERE NOT EXISTS (
+            SELECT FROM attachment_contents c WHERE c.project_id = a.project_id AND c.sha256 = a.sha256)""",
+        )
+        assert dangling["n"] == 0, f"round {rounds}: a link to purged content"
+    assert set(answers) == {201} and rounds >= 5

@@ -3,7 +3,9 @@
 What a browser must show (the preview's sandbox, the forms) is in test_ui_browser.py.
 """
 
+import base64
 import re
+from email.message import EmailMessage
 
 import pytest
 from conftest import make_key, run_jobs, send_ok
@@ -178,3 +180,23 @@ def test_a_database_outage_is_an_html_page_not_a_traceback(settings):
     response = sign_in(down, "esk_" + "x" * 43)
     assert response.status_code == 503 and response.mimetype == "text/html"
     assert "database is unavailable" in response.get_data(as_text=True) and response.headers["Retry-After"]
+
+
+def test_a_logged_message_and_a_caught_one_show_their_attachments_and_bodies_alike(settings, tmp_path, key):
+    pdf = b"%PDF-1.4\n"
+    caught = EmailMessage()
+    caught["From"], caught["To"], caught["Subject"] = "a@example.com", "b@example.com", "Invoice"
+    caught.set_content("Attached.")
+    caught.add_attachment(pdf, "application", "pdf", filename="invoice.pdf")
+    (tmp_path / "20261203T101500-abcd1234.eml").write_bytes(caught.as_bytes())
+    app = create_app({**settings, "DEV_MAIL_DIR": str(tmp_path)})
+    browser = app.test_client()
+    sign_in(browser, key)
+    attachment = {"filename": "invoice.pdf", "content": base64.b64encode(pdf).decode()}
+    email_id = send_ok(browser, {"Authorization": f"Bearer {key}"}, body="Attached.", attachments=[attachment])
+    pages = [browser.get(path).get_data(as_text=True)
+             for path in (f"/ui/log/{email_id}", "/ui/dev/mail/20261203T101500-abcd1234.eml")]  # fmt: skip
+    for page in pages:
+        assert "<li>invoice.pdf (application/pdf, 9 bytes)</li>" in page
+        assert re.search(r'<pre class="text-body">Attached.\s*</pre>', page)
+        assert '<iframe class="preview" sandbox src="' in page

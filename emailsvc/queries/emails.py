@@ -43,6 +43,9 @@ NONE_SUPPRESSED = "NOT EXISTS (SELECT FROM s)"
 # The insert as a CTE `e` (with each row's first event) that another statement can guard: it inserts
 # every message or none, only when GUARD holds, e.g. when no recipient is suppressed and an idempotency
 # key was free. The recipients' entries (docs/api.md) are derived from to, cc and bcc by a trigger (schema.sql).
+# Content already stored is not written again, but its row is locked (DO UPDATE … WHERE false locks it),
+# in SHA-256 order, so a purge deleting it at the same time waits, or is waited for and the content stored
+# again (queries/retention.py, delete_unlinked_contents).
 INSERT_EMAIL_CTE = f"""e AS (
         INSERT INTO emails ({", ".join(INSERT_COLUMNS)})
         SELECT {", ".join(INSERT_COLUMNS)} FROM input WHERE GUARD ORDER BY n RETURNING {EMAIL_SQL}
@@ -51,8 +54,8 @@ INSERT_EMAIL_CTE = f"""e AS (
     ), contents AS (
         INSERT INTO attachment_contents (project_id, sha256, content)
         SELECT %(project_id)s, decode(c->>'sha256', 'hex'), decode(c->>'content', 'base64')
-        FROM jsonb_array_elements(%(contents)s::jsonb) c WHERE EXISTS (SELECT FROM e)
-        ON CONFLICT (project_id, sha256) DO NOTHING
+        FROM jsonb_array_elements(%(contents)s::jsonb) c WHERE EXISTS (SELECT FROM e) ORDER BY c->>'sha256'
+        ON CONFLICT (project_id, sha256) DO UPDATE SET content = EXCLUDED.content WHERE false
     ), links AS (
         INSERT INTO email_attachments (email_id, position, project_id, sha256)
         SELECT e.id, a.n, e.project_id, decode(a.attachment->>'sha256', 'hex')

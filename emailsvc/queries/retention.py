@@ -12,25 +12,20 @@ CONTENT_KEPT = (
     "content_purged_at IS NULL AND status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED', 'FAILED', 'CANCELED')"
 )
 RETENTION_LOCK = 0x72746E  # "rtn": one purge at a time, whoever runs it
-# Follows a CTE `gone` holding the ids of messages whose content goes: their attachment links, and
-# every attachment content of theirs no other message of the project still carries (content is
-# stored once per project and shared). Statement-wide snapshot: the links being dropped are still
-# seen, so they are excluded by id. Answers how many messages were in `gone`.
-DROP_ATTACHMENTS = """, links AS (
-        DELETE FROM email_attachments WHERE email_id IN (SELECT id FROM gone) RETURNING project_id, sha256
-    ), contents AS (
-        DELETE FROM attachment_contents c USING (SELECT DISTINCT project_id, sha256 FROM links) l
-        WHERE c.project_id = l.project_id AND c.sha256 = l.sha256
-          AND NOT EXISTS (SELECT FROM email_attachments a WHERE a.project_id = c.project_id
-                          AND a.sha256 = c.sha256 AND a.email_id NOT IN (SELECT id FROM gone))
+# Follows a CTE `gone` holding the ids of messages whose content goes: drops their attachment links, and
+# answers how many messages were in `gone` and which contents (SHA-256) they carried, which
+# delete_unlinked_contents then deletes where no other message of the project carries them.
+DROP_LINKS = """, links AS (
+        DELETE FROM email_attachments WHERE email_id IN (SELECT id FROM gone) RETURNING sha256
     )
-    SELECT count(*) AS n FROM gone"""
+    SELECT (SELECT count(*) FROM gone) AS n, ARRAY(SELECT DISTINCT sha256 FROM links) AS contents"""
 
 
 def purge_content(cur, project_id, before, limit):
-    """Delete the body, html, headers and attachment content of up to `limit` of the project's finished
-    messages created before `before`; return how many. The row (its attachments' metadata too), its events
-    and its counts stay; content_purged_at says when."""
+    """Delete the body, html, headers and attachment links of up to `limit` of the project's finished
+    messages created before `before`; return how many, and the contents they carried (for
+    delete_unlinked_contents). The row (its attachments' metadata too), its events and its counts stay;
+    content_purged_at says when."""
     cur.execute(
         f"""WITH gone AS (
                 UPDATE emails SET body = NULL, html = NULL, headers = '{{}}', content_purged_at = now()
@@ -38,10 +33,11 @@ def purge_content(cur, project_id, before, limit):
                                AND created_at < %(before)s AND NOT retry_pending
                              ORDER BY created_at LIMIT %(limit)s)
                 RETURNING id
-            ){DROP_ATTACHMENTS}""",
+            ){DROP_LINKS}""",
         {"project": project_id, "before": before, "limit": limit},
     )
-    return cur.fetchone()["n"]
+    row = cur.fetchone()
+    return row["n"], row["contents"]
 
 
 def count_content(cur, project_id, before):
@@ -58,17 +54,18 @@ def count_content(cur, project_id, before):
 def delete_rows(cur, project_id, before, limit):
     """Delete up to `limit` of the project's finished messages created before `before`, with their events,
     webhook deliveries and idempotency keys; return how many. The project's totals stay exact (schema.sql,
-    forget_deleted_emails)."""
+    forget_deleted_emails). Also return the attachment contents they carried (for delete_unlinked_contents)."""
     cur.execute(
         f"""WITH gone AS (
                 DELETE FROM emails WHERE id IN (
                     SELECT id FROM emails WHERE project_id = %(project)s AND created_at < %(before)s AND {FINISHED}
                     ORDER BY created_at, id LIMIT %(limit)s)
                 RETURNING id
-            ){DROP_ATTACHMENTS}""",
+            ){DROP_LINKS}""",
         {"project": project_id, "before": before, "limit": limit},
     )
-    return cur.fetchone()["n"]
+    row = cur.fetchone()
+    return row["n"], row["contents"]
 
 
 def count_rows(cur, project_id, before):
@@ -78,6 +75,27 @@ def count_rows(cur, project_id, before):
         (project_id, before),
     )
     return cur.fetchone()["n"]
+
+
+def delete_unlinked_contents(cur, project_id, contents):
+    """Delete those of the project's attachment `contents` (SHA-256s) that no message carries any more.
+
+    In the caller's transaction, after the links went. The rows are locked first, in one order, and only
+    then, in a new snapshot, are links looked for: a send linking one of them at the same time (its
+    upsert locks the row, schema INSERT_EMAIL_CTE) has either committed, and its link is seen, or waits
+    for this transaction and then stores the content again.
+    """
+    if not contents:
+        return
+    cur.execute(
+        "SELECT FROM attachment_contents WHERE project_id = %s AND sha256 = ANY(%s) ORDER BY sha256 FOR UPDATE",
+        (project_id, contents),
+    )
+    cur.execute(
+        """DELETE FROM attachment_contents c WHERE project_id = %s AND sha256 = ANY(%s) AND NOT EXISTS (
+               SELECT FROM email_attachments a WHERE a.project_id = c.project_id AND a.sha256 = c.sha256)""",
+        (project_id, contents),
+    )
 
 
 def lock_retention(cur):

@@ -70,8 +70,11 @@ def one(name):
     """One caught message: its headers, text body, attachments and the frame that previews its HTML."""
     message = BytesParser(policy=policy.default).parsebytes(caught_file(name).read_bytes())
     text = message.get_body(preferencelist=("plain",))
-    attachments = [(part.get_filename() or "(no name)", part.get_content_type(),
-                    len(part.get_payload(decode=True) or b"")) for part in message.iter_attachments()]  # fmt: skip
+    attachments = [
+        {"filename": part.get_filename() or "(no name)", "content_type": part.get_content_type(),
+         "size": len(part.get_payload(decode=True) or b"")}
+        for part in message.iter_attachments()
+    ]  # fmt: skip
     return render_template("ui/dev_message.html", name=name, message=message, attachments=attachments,
                            text=content_of(text))  # fmt: skip
 
