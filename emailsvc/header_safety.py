@@ -11,8 +11,8 @@ before it is handed to SMTP.
 import re
 from email import policy
 
-# C0 controls and DEL, plus what Python's email package also treats as line breaks (NEL, U+2028/9).
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+# C0 and C1 controls (NEL among them), DEL, and what Python's email package also treats as line breaks (U+2028/9).
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 ENCODED_WORD_START = "=?"
 NO_CONTROLS = "Must not contain line breaks or control characters, encoded or not."
 NESTED = "Must not contain encoded words that decode to further encoded words."

@@ -96,6 +96,8 @@ ENCODED = [
     "=?utf-8?q?Invoice=E2=80=A9?=",  # U+2029
     "=?utf-8?q?Invoice=00?=",  # NUL
     "=?utf-8?q?Invoice=1B[2J?=",  # ESC: a control character, not a break
+    "=?iso-8859-1?q?=93Invoice=94?=",  # 0x93/0x94 in Latin-1 are C1 controls (cp1252's quotes)
+    "=?utf-8?q?Invoice=C2=9B2J?=",  # CSI, the C1 form of ESC [
     "=?utf-8*en?q?Invoice=0AX-Injected:_yes?=",  # RFC 2231 language tag
     "=?x-no-such-charset?q?Invoice=0AX-Injected:_yes?=",  # an unknown charset still decodes
     "=?utf-8?q?=3D=3Futf-8=3Fq=3F=3D0A=3F=3D?=",  # decodes to an encoded LF: nested
