@@ -272,9 +272,10 @@ def main():
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases afterwards")
     parser.add_argument("--reuse", action="store_true", help="reuse kept databases instead of filling them again")
+    parser.add_argument("--prefix", default="emailsvc_bench_logs", help="the databases' names before _small/_large")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    alone_url, shared_url = f"{args.pg}/emailsvc_bench_logs_small", f"{args.pg}/emailsvc_bench_logs_large"
+    alone_url, shared_url = f"{args.pg}/{args.prefix}_small", f"{args.pg}/{args.prefix}_large"
     databases = {
         alone_url: {"alone": SMALL_ROWS},
         shared_url: {"big": args.rows, **{f"small-{n}": SMALL_ROWS for n in range(1, args.small_projects + 1)}},
