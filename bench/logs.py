@@ -65,7 +65,7 @@ def database_name(url):
 
 def fill_database(url, projects):
     """Create the database afresh with `projects` ({name: rows}) of log rows, the biggest first; indexes are
-    built after the load, as a restore does."""
+    built after the load, as a restore does, and the recipients' table as schema.sql's upgrade does."""
     on_server(url, f'DROP DATABASE IF EXISTS "{database_name(url)}"')
     create_database(url)
     conn = connect(url)
@@ -74,12 +74,14 @@ def fill_database(url, projects):
         cur.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'emails' AND indexname <> 'emails_pkey'")
         for row in cur.fetchall():
             cur.execute(f'DROP INDEX "{row["indexname"]}"')
+        cur.execute("DROP TRIGGER emails_fill_recipients ON emails; DROP TABLE email_recipient_addresses")
         for name, rows in projects.items():
             project_id = ensure_project(cur, name)["id"]
             cur.execute((ROOT / "bench" / "fill_emails.sql").read_text(), {"rows": rows, "project_id": project_id})
         cur.execute("SET maintenance_work_mem = '256MB'")
         cur.execute(SCHEMA.read_text())
-        cur.execute("VACUUM ANALYZE emails")  # what autovacuum does to a table whose old rows are settled
+        for table in ("emails", "email_recipient_addresses"):  # what autovacuum does to tables whose rows are settled
+            cur.execute(f"VACUUM ANALYZE {table}")
     conn.close()
 
 
