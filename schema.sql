@@ -208,10 +208,6 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_delivery_idx ON webhook_attempts (de
 CREATE OR REPLACE FUNCTION email_addr_spec(address text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN lower(coalesce(substring(address FROM '<([^<>]*)>$'), address));
--- Every recipient of a message (to, cc and bcc) as bare, lower-cased addresses.
-CREATE OR REPLACE FUNCTION email_recipients(to_addrs text[], cc_addrs text[], bcc_addrs text[]) RETURNS text[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN ARRAY(SELECT email_addr_spec(a) FROM unnest(to_addrs || cc_addrs || bcc_addrs) AS a);
 
 -- Every log query reads one project's rows, so every index of the log leads with project_id: a
 -- small project's pages and counts cost the same beside a big one as alone (docs/performance.md).
@@ -250,8 +246,8 @@ BEGIN
         LOCK TABLE emails IN SHARE ROW EXCLUSIVE MODE;
         INSERT INTO email_recipient_addresses (project_id, address, created_at, id)
         SELECT e.project_id, a.address, e.created_at, e.id
-        FROM emails e,
-             LATERAL (SELECT DISTINCT unnest(email_recipients(e.to_addrs, e.cc_addrs, e.bcc_addrs))) a (address);
+        FROM emails e, LATERAL (SELECT DISTINCT email_addr_spec(x)
+                                FROM unnest(e.to_addrs || e.cc_addrs || e.bcc_addrs) x) a (address);
     END IF;
 END $$;
 -- The `to` filter's page in either order, its capped count (index-only) and the skip of an offset page.
@@ -260,15 +256,17 @@ CREATE UNIQUE INDEX IF NOT EXISTS email_recipient_addresses_idx
 -- Every new row, however it is inserted (the API, a test, a bulk load): its recipients' entries unless given
 -- (docs/delivery.md), and its rows here. One row trigger does both: a second trigger, or one per statement
 -- reading a transition table, costs a send more than the GIN index this table replaced (docs/performance.md).
--- Nothing inserts into emails with ON CONFLICT, which would skip a row after this has run.
+-- Nothing inserts into emails with ON CONFLICT, which would skip a row after this has run. The addresses are
+-- spelled out here, not through a function returning their array: PostgreSQL cannot inline one (its
+-- ARRAY(SELECT …)) and plans it again on every call.
 CREATE OR REPLACE FUNCTION emails_fill_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.recipients IS NULL THEN
         NEW.recipients := email_recipient_entries(NEW.to_addrs, NEW.cc_addrs, NEW.bcc_addrs);
     END IF;
     INSERT INTO email_recipient_addresses (project_id, address, created_at, id)
-    SELECT DISTINCT NEW.project_id, a, NEW.created_at, NEW.id
-    FROM unnest(email_recipients(NEW.to_addrs, NEW.cc_addrs, NEW.bcc_addrs)) a;
+    SELECT DISTINCT NEW.project_id, email_addr_spec(a), NEW.created_at, NEW.id
+    FROM unnest(NEW.to_addrs || NEW.cc_addrs || NEW.bcc_addrs) a;
     RETURN NEW;
 END $$;
 CREATE OR REPLACE TRIGGER emails_fill_recipients BEFORE INSERT ON emails
@@ -276,8 +274,8 @@ CREATE OR REPLACE TRIGGER emails_fill_recipients BEFORE INSERT ON emails
 -- A deleted message's rows go in the statement that deletes it (the retention purge, or any DELETE).
 CREATE OR REPLACE FUNCTION drop_email_recipient_addresses() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM email_recipient_addresses r USING deleted_emails e
-    WHERE r.project_id = e.project_id AND r.address = ANY (email_recipients(e.to_addrs, e.cc_addrs, e.bcc_addrs))
+    DELETE FROM email_recipient_addresses r USING deleted_emails e, unnest(e.to_addrs || e.cc_addrs || e.bcc_addrs) a
+    WHERE r.project_id = e.project_id AND r.address = email_addr_spec(a)
       AND r.created_at = e.created_at AND r.id = e.id;
     RETURN NULL;
 END $$;
@@ -293,6 +291,7 @@ CREATE OR REPLACE TRIGGER emails_truncated_clear_recipients AFTER TRUNCATE ON em
 -- Before this table, a GIN index of "<project_id>:<address>" entries served the `to` filter.
 DROP INDEX IF EXISTS emails_project_recipients_idx;
 DROP FUNCTION IF EXISTS email_project_recipients(bigint, text[], text[], text[]);
+DROP FUNCTION IF EXISTS email_recipients(text[], text[], text[]);  -- what both GIN indexes computed
 
 -- Running totals of created, sent and failed mail at the end of each closed 15-minute bucket, so the
 -- log's total, a deep offset page and today's counts cost the same at any table size (docs/performance.md).
