@@ -179,6 +179,7 @@ def cases(url, project, rows, zone):
         )
         cursor = encode_cursor(*cur.fetchone())
     conn.close()
+    both = "to=audit@example.com&status=FAILED"  # two filters of 5% each: 1 row in 400 matches both
     return [
         ("offset page 1 (with exact total)", "/email/logs?page=1&limit=10", "ratio"),
         ("offset page at 90% depth", f"/email/logs?page={deep // 10 + 1}&limit=10", "ms"),
@@ -188,6 +189,8 @@ def cases(url, project, rows, zone):
         ("filtered status=FAILED, offset page 1", "/email/logs?page=1&limit=10&status=FAILED", "ratio"),
         ("filtered to=audit@example.com, cursor", "/email/logs?limit=10&to=audit@example.com", "ratio"),
         ("filtered to=audit@example.com, offset page 1", "/email/logs?page=1&limit=10&to=audit@example.com", "ratio"),
+        ("filtered to=audit@example.com&status=FAILED, cursor", f"/email/logs?limit=10&{both}", "ratio"),
+        ("filtered to=audit@example.com&status=FAILED, offset page 1", f"/email/logs?page=1&limit=10&{both}", "ratio"),
         (f"today's counts (tz={zone})", f"/email/logs?limit=1&tz={quote(zone)}", "ratio"),
     ]
 

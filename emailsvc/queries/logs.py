@@ -19,6 +19,13 @@ FILTERS = {
 }
 # The filters only the log's own rows can answer.
 LOG_COLUMN_FILTERS = ("status", "from_addr")
+# `to` beside one of those: the project's recipients' rows joined to their messages by id alone. Joined on
+# created_at too, the planner would multiply both selectivities, expect no match, and hash both sides (0.3 s
+# at 5M rows) instead of walking the recipients' index in order until the page is full (2 ms).
+TO_AND_LOG_COLUMNS = """(
+        SELECT r.project_id, r.address, r.created_at, r.id, e.status, e.from_addr
+        FROM email_recipient_addresses r JOIN emails e ON e.project_id = r.project_id AND e.id = r.id
+    ) matching"""
 PROJECT = "project_id = %(project_id)s"
 SINCE = "created_at >= %(since)s"
 BEFORE_POSITION = "(created_at, id) < (%(before_at)s, %(before_id)s)"
@@ -30,7 +37,7 @@ def _matching(filters):
     if filters.get("to") is None:
         return "emails"
     if any(filters.get(name) is not None for name in LOG_COLUMN_FILTERS):
-        return "email_recipient_addresses JOIN emails USING (project_id, created_at, id)"
+        return TO_AND_LOG_COLUMNS
     return "email_recipient_addresses"
 
 
