@@ -129,14 +129,8 @@ BEGIN
         ALTER TABLE emails ALTER COLUMN recipients SET NOT NULL;
     END IF;
 END $$;
--- Every new row gets its recipients' entries, however it is inserted (the API, a test, a bulk load).
-CREATE OR REPLACE FUNCTION emails_fill_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.recipients := email_recipient_entries(NEW.to_addrs, NEW.cc_addrs, NEW.bcc_addrs);
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE TRIGGER emails_fill_recipients BEFORE INSERT ON emails
-    FOR EACH ROW WHEN (NEW.recipients IS NULL) EXECUTE FUNCTION emails_fill_recipients();
+-- Every new row gets its recipients' entries, however it is inserted: the trigger emails_fill_recipients
+-- (under GET /email/logs below, where it also fills the `to` filter's table).
 -- The classified failure of the latest attempt: smtp_code, enhanced_status, retryable, stage, message.
 ALTER TABLE emails ADD COLUMN IF NOT EXISTS last_error jsonb;
 -- Some recipient is deferred and will be tried again; on a SENT message, this is what its job retries.
@@ -214,17 +208,6 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_delivery_idx ON webhook_attempts (de
 CREATE OR REPLACE FUNCTION email_addr_spec(address text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN lower(coalesce(substring(address FROM '<([^<>]*)>$'), address));
--- Every recipient of a message (to, cc and bcc) as bare, lower-cased addresses.
-CREATE OR REPLACE FUNCTION email_recipients(to_addrs text[], cc_addrs text[], bcc_addrs text[]) RETURNS text[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN ARRAY(SELECT email_addr_spec(a) FROM unnest(to_addrs || cc_addrs || bcc_addrs) AS a);
--- The same, each as "<project_id>:<address>": the `to` filter. A GIN index cannot lead with project_id
--- (without the btree_gin extension), so the project goes into every entry instead, and a project's
--- search reads only its own matches, however much mail other projects send to the same address.
-CREATE OR REPLACE FUNCTION email_project_recipients(project_id bigint, to_addrs text[], cc_addrs text[],
-                                                    bcc_addrs text[]) RETURNS text[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN ARRAY(SELECT project_id || ':' || a FROM unnest(email_recipients(to_addrs, cc_addrs, bcc_addrs)) AS a);
 
 -- Every log query reads one project's rows, so every index of the log leads with project_id: a
 -- small project's pages and counts cost the same beside a big one as alone (docs/performance.md).
@@ -239,13 +222,76 @@ CREATE INDEX IF NOT EXISTS emails_project_status_created_at_id_idx ON emails (pr
 -- The `from` filter in either order, without sorting.
 CREATE INDEX IF NOT EXISTS emails_project_from_created_at_id_idx
     ON emails (project_id, email_addr_spec(from_addr), created_at, id);
--- The `to` filter: the project's messages having a given address among their recipients.
-CREATE INDEX IF NOT EXISTS emails_project_recipients_idx
-    ON emails USING gin (email_project_recipients(project_id, to_addrs, cc_addrs, bcc_addrs));
 -- Today's `sent` count; unsent rows stay out of the index.
 CREATE INDEX IF NOT EXISTS emails_project_sent_at_idx ON emails (project_id, sent_at) WHERE sent_at IS NOT NULL;
 -- Today's `failed` count; rows that did not fail stay out of the index.
 CREATE INDEX IF NOT EXISTS emails_project_failed_at_idx ON emails (project_id, failed_at) WHERE failed_at IS NOT NULL;
+
+-- The `to` filter: one row per distinct recipient (to, cc and bcc, bare and lower-cased) of each message,
+-- with the message's project, created_at and id. Its btree gives the project's messages to an address in
+-- either order, and counts them (the exact total, up to 10,000) from the index alone, without reading the
+-- log's rows: the GIN index it replaces had to visit one row per match (docs/performance.md). Written when
+-- a message is inserted and deleted with it (the triggers below); a status change never touches it.
+DO $$
+BEGIN
+    IF to_regclass('email_recipient_addresses') IS NULL THEN
+        CREATE TABLE email_recipient_addresses (
+            project_id bigint      NOT NULL,
+            address    text        NOT NULL,
+            created_at timestamptz NOT NULL,  -- the message's, so the page needs no other order
+            id         uuid        NOT NULL   -- the message's (no foreign key: deleted by the trigger below)
+        );
+        -- Upgrading: the log's rows so far. Writers wait until init-db commits, so none is inserted between
+        -- this copy and the trigger that copies from then on.
+        LOCK TABLE emails IN SHARE ROW EXCLUSIVE MODE;
+        INSERT INTO email_recipient_addresses (project_id, address, created_at, id)
+        SELECT e.project_id, a.address, e.created_at, e.id
+        FROM emails e, LATERAL (SELECT DISTINCT email_addr_spec(x)
+                                FROM unnest(e.to_addrs || e.cc_addrs || e.bcc_addrs) x) a (address);
+    END IF;
+END $$;
+-- The `to` filter's page in either order, its capped count (index-only) and the skip of an offset page.
+CREATE UNIQUE INDEX IF NOT EXISTS email_recipient_addresses_idx
+    ON email_recipient_addresses (project_id, address, created_at, id);
+-- Every new row, however it is inserted (the API, a test, a bulk load): its recipients' entries unless given
+-- (docs/delivery.md), and its rows here. One row trigger does both: a second trigger, or one per statement
+-- reading a transition table, costs a send more than the GIN index this table replaced (docs/performance.md).
+-- Nothing inserts into emails with ON CONFLICT, which would skip a row after this has run. The addresses are
+-- spelled out here, not through a function returning their array: PostgreSQL cannot inline one (its
+-- ARRAY(SELECT …)) and plans it again on every call.
+CREATE OR REPLACE FUNCTION emails_fill_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.recipients IS NULL THEN
+        NEW.recipients := email_recipient_entries(NEW.to_addrs, NEW.cc_addrs, NEW.bcc_addrs);
+    END IF;
+    INSERT INTO email_recipient_addresses (project_id, address, created_at, id)
+    SELECT DISTINCT NEW.project_id, email_addr_spec(a), NEW.created_at, NEW.id
+    FROM unnest(NEW.to_addrs || NEW.cc_addrs || NEW.bcc_addrs) a;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER emails_fill_recipients BEFORE INSERT ON emails
+    FOR EACH ROW EXECUTE FUNCTION emails_fill_recipients();
+-- A deleted message's rows go in the statement that deletes it (the retention purge, or any DELETE).
+CREATE OR REPLACE FUNCTION drop_email_recipient_addresses() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM email_recipient_addresses r USING deleted_emails e, unnest(e.to_addrs || e.cc_addrs || e.bcc_addrs) a
+    WHERE r.project_id = e.project_id AND r.address = email_addr_spec(a)
+      AND r.created_at = e.created_at AND r.id = e.id;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER emails_deleted_drop_recipients AFTER DELETE ON emails REFERENCING OLD TABLE AS deleted_emails
+    FOR EACH STATEMENT EXECUTE FUNCTION drop_email_recipient_addresses();
+CREATE OR REPLACE FUNCTION clear_email_recipient_addresses() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE email_recipient_addresses;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER emails_truncated_clear_recipients AFTER TRUNCATE ON emails
+    FOR EACH STATEMENT EXECUTE FUNCTION clear_email_recipient_addresses();
+-- Before this table, a GIN index of "<project_id>:<address>" entries served the `to` filter.
+DROP INDEX IF EXISTS emails_project_recipients_idx;
+DROP FUNCTION IF EXISTS email_project_recipients(bigint, text[], text[], text[]);
+DROP FUNCTION IF EXISTS email_recipients(text[], text[], text[]);  -- what both GIN indexes computed
 
 -- Running totals of created, sent and failed mail at the end of each closed 15-minute bucket, so the
 -- log's total, a deep offset page and today's counts cost the same at any table size (docs/performance.md).

@@ -1,15 +1,16 @@
 -- Fill `emails` with ROWS synthetic messages of the project PROJECT_ID spread evenly over the 90 days
 -- before now() (run by bench/logs.py through psycopg2, once per project). Statuses follow a plausible
 -- mix for a transactional sender; PENDING, SENDING and SCHEDULED appear only in the last hour, where
--- mail can still be in flight.
+-- mail can still be in flight. The recipients' entries are given, as the trigger that would derive them
+-- writes them (bench/logs.py drops it for the load).
 INSERT INTO emails (id, project_id, status, from_addr, to_addrs, cc_addrs, subject, body, metadata, message_id,
-                    attempts, error_message, created_at, sent_at, failed_at, delivered_at, updated_at)
+                    attempts, error_message, created_at, sent_at, failed_at, delivered_at, updated_at, recipients)
 SELECT id, %(project_id)s, status, from_addr, to_addrs, cc_addrs, subject, body, metadata, '<' || id || '@example.com>',
        attempts, error_message, created_at,
        CASE WHEN status IN ('SENT', 'DELIVERED', 'BOUNCED', 'COMPLAINED') THEN created_at + interval '2 seconds' END,
        CASE WHEN status = 'FAILED' THEN created_at + interval '6 minutes' END,
        CASE WHEN status IN ('DELIVERED', 'COMPLAINED') THEN created_at + interval '9 seconds' END,
-       created_at
+       created_at, email_recipient_entries(to_addrs, cc_addrs, '{}')
 FROM (
     SELECT gen_random_uuid() AS id, created_at, r,
            CASE WHEN created_at > now() - interval '1 hour' AND r < 0.02 THEN 'PENDING'

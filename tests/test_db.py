@@ -18,6 +18,7 @@ def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
             cur.execute("TRUNCATE emails CASCADE")
             cur.execute("ALTER TABLE emails DROP COLUMN recipients CASCADE, DROP COLUMN last_error, "
                         "DROP COLUMN retry_pending CASCADE")  # fmt: skip
+            cur.execute("DROP TRIGGER emails_fill_recipients ON emails; DROP TABLE email_recipient_addresses")
             cur.execute("INSERT INTO projects (name) VALUES ('default') ON CONFLICT (name) DO NOTHING")
             cur.execute(
                 """INSERT INTO emails (id, project_id, status, from_addr, to_addrs, cc_addrs, subject, message_id,

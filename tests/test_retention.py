@@ -120,6 +120,10 @@ def test_rows_past_their_days_go_with_their_events_and_totals_and_today_stay_exa
                ([*old, old_failed, late, *shop_old],))[0]["n"] == 0  # fmt: skip
     mine = page(client, auth, page=1, limit=100)
     assert mine["pagination"]["total"] == len(kept) + 2 and {stuck, *kept} <= {item["id"] for item in mine["items"]}
+    # The `to` filter's rows went with their messages: its exact total counts them (schema.sql).
+    assert page(client, auth, page=1, to="alice@example.com")["pagination"]["total"] == len(kept) + 2
+    assert sql(database, "SELECT count(*) AS n FROM email_recipient_addresses WHERE id = ANY(%s::uuid[])",
+               ([*old, old_failed, late, *shop_old],))[0]["n"] == 0  # fmt: skip
     assert {k: mine["today"][k] for k in ("created", "sent", "failed")} == today_counts(database)
     theirs = page(client, shop, page=1)
     assert theirs["pagination"]["total"] == 1 and theirs["items"][0]["id"] == shop_new
