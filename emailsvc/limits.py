@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import time
+import uuid
 
 from flask import current_app, g, has_request_context, request
 from flask_limiter import Limit, Limiter
@@ -13,6 +14,7 @@ from limits import parse, parse_many
 from limits.storage import RedisStorage
 from redis.exceptions import RedisError
 
+from .key_memory import REVOCATIONS, saw_token
 from .schemas import MAX_BATCH
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,14 @@ MESSAGES_SCOPE = "messages"
 # window with cap 0 is always counted (a request is counted, refused or not). A window with a cap is
 # taken only when it fits under its cap and every window counted before it is within its own limit
 # (passed as its cap, negated, so it is still counted): the messages of a refused request are not taken.
+# A key after the windows (KEYS, one more than ARGV's triples) is the revocation token of key_memory.py:
+# its value is answered after the windows' counts, set first to the last ARGV when Redis has none.
 INCR_WITH_TTL = """
 local answers = {}
 local fits = true
-for i, key in ipairs(KEYS) do
+local windows = math.floor(#ARGV / 3)
+for i = 1, windows do
+    local key = KEYS[i]
     local amount, cap = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
     local current, taken = 0, 1
     if cap > 0 then
@@ -61,6 +67,14 @@ for i, key in ipairs(KEYS) do
     end
     answers[i] = {current, redis.call("ttl", key), taken}
 end
+if #KEYS > windows then
+    local token = redis.call("get", KEYS[windows + 1])
+    if not token then
+        token = ARGV[#ARGV]
+        redis.call("set", KEYS[windows + 1], token)
+    end
+    answers[windows + 1] = token
+end
 return answers
 """
 
@@ -69,7 +83,8 @@ class WindowRedisStorage(RedisStorage):
     """Redis storage whose increment also returns the window's end, so the X-RateLimit headers cost
     no second round trip; and whose first increment in a request counts every window the request
     will count (`planned_windows`), so the per-key, per-route and per-project limits together cost
-    one EVALSHA. flask-limiter then asks for each of the others in turn, and gets the count already made."""
+    one EVALSHA. flask-limiter then asks for each of the others in turn, and gets the count already made.
+    The same EVALSHA reads the key revocation token (key_memory.py)."""
 
     STORAGE_SCHEME = ["emailsvc+redis"]
     planned_windows = staticmethod(lambda: [])  # set by init_limiter: [(key, expiry, amount)] of this request
@@ -87,9 +102,11 @@ class WindowRedisStorage(RedisStorage):
         windows = [w for w in planned if w[0] == key] or [(key, expiry, amount, 0)]
         windows += [w for w in planned if w[0] != key]
         windows.sort(key=lambda w: w[3] > 0)  # the windows taken only when the rest fit come last
-        answers = self.lua_incr_with_ttl(
-            [self.prefixed_key(k) for k, *_ in windows], [arg for _, e, a, c in windows for arg in (e, a, c)]
+        *answers, token = self.lua_incr_with_ttl(
+            [*(self.prefixed_key(k) for k, *_ in windows), REVOCATIONS],
+            [*(arg for _, e, a, c in windows for arg in (e, a, c)), uuid.uuid4().hex],
         )
+        saw_token(token.decode())
         now = time.time()
         for (window_key, _, window_amount, cap), (count, ttl, taken) in zip(windows, answers, strict=True):
             # What flask-limiter compares with the limit: a window not taken is over it, however many are left.
