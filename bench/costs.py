@@ -1,7 +1,7 @@
 """The cost of one accepted POST /email/send and of one delivery job, in-process: round trips and time.
 
     python bench/costs.py --sink-port PORT [--db NAME] [--redis N] [--messages N] [--root DIR] [--profile]
-                          [--metrics-dir DIR]
+                          [--metrics-dir DIR] [--distinct]
 
 A round trip is one send to a server followed by waiting for its answer: one psycopg2 execute in
 autocommit mode, one redis-py packed send (a pipeline is one). Counting them with the real code
@@ -9,8 +9,10 @@ paths is exact where timing on a shared machine is not. `--root` measures anothe
 worktree of an earlier commit) on the same servers; `--profile` prints where a send's time goes
 (pyinstrument). Beside the wall time it prints the CPU time of the process and of its PostgreSQL
 sessions (read from /proc, when PostgreSQL runs on this host): on a shared machine, the steadier
-measure. `--metrics-dir` counts metrics into files as gunicorn's workers do (prometheus_client's
-multiprocess mode) instead of in memory. `make bench` runs it against its own database and smtp-sink.
+measure. `--distinct` gives every send a new recipient, so no address is one the process already
+knows (emailsvc/addresses.py remembers recent ones). `--metrics-dir` counts metrics into files as
+gunicorn's workers do (prometheus_client's multiprocess mode) instead of in memory. `make bench`
+runs it against its own database and smtp-sink.
 """
 
 import argparse
@@ -42,6 +44,7 @@ def main():
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--root", default=ROOT)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--distinct", action="store_true", help="a new recipient address for every send")
     parser.add_argument("--metrics-dir", help="count metrics into files in DIR, as a gunicorn worker does")
     args = parser.parse_args()
     if args.metrics_dir:
@@ -68,8 +71,9 @@ def main():
     sessions = Sessions(app.config["DATABASE_URL"])
 
     def send_all():
-        for _ in range(args.messages):
-            assert client.post("/email/send", json=BODY, headers=headers).status_code == 201
+        for i in range(args.messages):
+            body = {**BODY, "to": f"Reader {i} <reader{i}@example.com>"} if args.distinct else BODY
+            assert client.post("/email/send", json=body, headers=headers).status_code == 201
 
     accept = measure(send_all, args.messages, sessions)
     if args.profile:
