@@ -1,7 +1,7 @@
 """The cost of one accepted POST /email/send and of one delivery job, in-process: round trips and time.
 
     python bench/costs.py --sink-port PORT [--db NAME] [--redis N] [--messages N] [--root DIR] [--profile]
-                          [--metrics-dir DIR] [--distinct]
+                          [--metrics-dir DIR] [--distinct] [--batch N]
 
 A round trip is one send to a server followed by waiting for its answer: one psycopg2 execute in
 autocommit mode, one redis-py packed send (a pipeline is one). Counting them with the real code
@@ -11,7 +11,8 @@ worktree of an earlier commit) on the same servers; `--profile` prints where a s
 sessions (read from /proc, when PostgreSQL runs on this host): on a shared machine, the steadier
 measure. `--distinct` gives every send a new recipient, so no address is one the process already
 knows (emailsvc/addresses.py remembers recent ones). `--metrics-dir` counts metrics into files as
-gunicorn's workers do (prometheus_client's multiprocess mode) instead of in memory. `make bench`
+gunicorn's workers do (prometheus_client's multiprocess mode) instead of in memory. `--batch N`
+accepts the messages through POST /email/batch, N a request, and reports the cost per message. `make bench`
 runs it against its own database and smtp-sink.
 """
 
@@ -45,6 +46,7 @@ def main():
     parser.add_argument("--root", default=ROOT)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--distinct", action="store_true", help="a new recipient address for every send")
+    parser.add_argument("--batch", type=int, help="send through POST /email/batch, this many messages a request")
     parser.add_argument("--metrics-dir", help="count metrics into files in DIR, as a gunicorn worker does")
     args = parser.parse_args()
     if args.metrics_dir:
@@ -70,10 +72,17 @@ def main():
         profiler.start()
     sessions = Sessions(app.config["DATABASE_URL"])
 
+    def message(i):
+        return {**BODY, "to": f"Reader {i} <reader{i}@example.com>"} if args.distinct else BODY
+
     def send_all():
+        if args.batch:
+            for start in range(0, args.messages, args.batch):
+                batch = {"messages": [message(i) for i in range(start, min(start + args.batch, args.messages))]}
+                assert client.post("/email/batch", json=batch, headers=headers).status_code == 201
+            return
         for i in range(args.messages):
-            body = {**BODY, "to": f"Reader {i} <reader{i}@example.com>"} if args.distinct else BODY
-            assert client.post("/email/send", json=body, headers=headers).status_code == 201
+            assert client.post("/email/send", json=message(i), headers=headers).status_code == 201
 
     accept = measure(send_all, args.messages, sessions)
     if args.profile:
@@ -86,7 +95,8 @@ def main():
             LeanWorker([services.email_queue], connection=services.redis).work(burst=True, logging_level="WARNING")
 
     job = measure(work, args.messages + 20, sessions)
-    for label, (counts, seconds, cpu, pg_cpu) in (("per accepted request", accept), ("per delivery job", job)):
+    accepted = f"per message accepted in batches of {args.batch}" if args.batch else "per accepted request"
+    for label, (counts, seconds, cpu, pg_cpu) in ((accepted, accept), ("per delivery job", job)):
         pg_cpu = "unknown" if pg_cpu is None else f"{pg_cpu * 1000:.2f} ms"
         print(f"{label}: PostgreSQL {counts.get('postgresql', 0):.1f}, Redis {counts.get('redis', 0):.1f} round trips;"
               f" {seconds * 1000:.2f} ms in one process (CPU: its own {cpu * 1000:.2f} ms,"
