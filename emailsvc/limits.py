@@ -94,7 +94,7 @@ class WindowRedisStorage(RedisStorage):
         self.lua_incr_with_ttl = self.get_connection().register_script(INCR_WITH_TTL)
 
     def incr(self, key, expiry, amount=1):
-        seen, ahead = _seen_windows(), _counted_ahead()
+        seen, ahead = _request_windows()
         if key in ahead:
             ahead.discard(key)
             return seen[key][2]
@@ -128,9 +128,10 @@ class WindowRedisStorage(RedisStorage):
         except RedisError:  # the count stays a little high until the window ends
             log.warning("rate-limit refund skipped: Redis unavailable")
             return
-        for window_key, (count, end, verdict) in _seen_windows().items():
+        seen = _seen_windows()
+        for window_key, (count, end, verdict) in seen.items():
             if self.prefixed_key(window_key) == prefixed:
-                _seen_windows()[window_key] = (count - amount, end, verdict)
+                seen[window_key] = (count - amount, end, verdict)
 
     def get(self, key):
         seen = _seen_windows().get(key)
@@ -142,21 +143,23 @@ class WindowRedisStorage(RedisStorage):
 
 
 def _seen_windows():
-    """The (count, window end) this request's increments returned, by limit key."""
-    if not has_request_context():
-        return {}
-    if "rate_windows" not in g:
-        g.rate_windows = {}
-    return g.rate_windows
+    """The (count, window end, verdict) this request's increments returned, by limit key."""
+    return _request_windows()[0]
 
 
 def _counted_ahead():
     """The windows this request's first increment counted before flask-limiter asked for them."""
+    return _request_windows()[1]
+
+
+def _request_windows():
+    # Asked several times for every limit of every request: one look-up of `g` (a context-local proxy) each.
     if not has_request_context():
-        return set()
-    if "rate_counted_ahead" not in g:
-        g.rate_counted_ahead = set()
-    return g.rate_counted_ahead
+        return {}, set()
+    windows = g.get("rate_windows")
+    if windows is None:
+        windows = g.rate_windows = ({}, set())
+    return windows
 
 
 def client_key():
