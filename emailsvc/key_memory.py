@@ -49,7 +49,7 @@ class KeyMemory:
     def remember(self, digest, row, token):
         """Keep a valid key's row, looked up after the revocation token `token` was read."""
         if len(self.keys) >= REMEMBERED:
-            self.keys.pop(next(iter(self.keys)))
+            self.keys.pop(next(iter(self.keys), None), None)  # another thread may be forgetting the same one
         self.keys[digest] = Remembered(row, token, time.monotonic())
 
     def forget(self, digest):

@@ -106,7 +106,7 @@ class WindowRedisStorage(RedisStorage):
             [*(self.prefixed_key(k) for k, *_ in windows), REVOCATIONS],
             [*(arg for _, e, a, c in windows for arg in (e, a, c)), uuid.uuid4().hex],
         )
-        saw_token(token.decode())
+        saw_token(token.decode() if isinstance(token, bytes) else token)
         now = time.time()
         for (window_key, _, window_amount, cap), (count, ttl, taken) in zip(windows, answers, strict=True):
             # What flask-limiter compares with the limit: a window not taken is over it, however many are left.
