@@ -1,14 +1,19 @@
 """The cost of one accepted POST /email/send and of one delivery job, in-process: round trips and time.
 
     python bench/costs.py --sink-port PORT [--db NAME] [--redis N] [--messages N] [--root DIR] [--profile]
-                          [--metrics-dir DIR]
+                          [--metrics-dir DIR] [--distinct] [--batch N]
 
 A round trip is one send to a server followed by waiting for its answer: one psycopg2 execute in
 autocommit mode, one redis-py packed send (a pipeline is one). Counting them with the real code
 paths is exact where timing on a shared machine is not. `--root` measures another checkout (a
 worktree of an earlier commit) on the same servers; `--profile` prints where a send's time goes
-(pyinstrument). `--metrics-dir` counts metrics into files as gunicorn's workers do (prometheus_client's
-multiprocess mode) instead of in memory. `make bench` runs it against its own database and smtp-sink.
+(pyinstrument). Beside the wall time it prints the CPU time of the process and of its PostgreSQL
+sessions (read from /proc, when PostgreSQL runs on this host): on a shared machine, the steadier
+measure. `--distinct` gives every send a new recipient, so no address is one the process already
+knows (emailsvc/addresses.py remembers recent ones). `--metrics-dir` counts metrics into files as
+gunicorn's workers do (prometheus_client's multiprocess mode) instead of in memory. `--batch N`
+accepts the messages through POST /email/batch, N a request, and reports the cost per message. `make bench`
+runs it against its own database and smtp-sink.
 """
 
 import argparse
@@ -18,7 +23,7 @@ from collections import Counter
 
 import psycopg2.extras
 import redis.connection
-from harness import ROOT, base_urls
+from harness import ROOT, app_with_key, cpu_seconds
 
 COUNTS = Counter()
 BODY = {"to": "Reader <reader@example.com>", "subject": "Your order has shipped", "body": "Hello"}
@@ -40,33 +45,19 @@ def main():
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--root", default=ROOT)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--distinct", action="store_true", help="a new recipient address for every send")
+    parser.add_argument("--batch", type=int, help="send through POST /email/batch, this many messages a request")
     parser.add_argument("--metrics-dir", help="count metrics into files in DIR, as a gunicorn worker does")
     args = parser.parse_args()
-    sys.path.insert(0, args.root)
     if args.metrics_dir:
+        sys.path.insert(0, args.root)
         from emailsvc.metrics.files import use_files
 
         use_files(args.metrics_dir, "web")
-    from emailsvc import create_app
-    from emailsvc.auth import hash_key, new_key
-    from emailsvc.db import init_db
-    from emailsvc.queries.api_keys import insert_api_key
-    from emailsvc.queries.projects import ensure_project
+    app, key = app_with_key(args.root, args.db, args.redis, SMTP_PORT=str(args.sink_port))
     from emailsvc.rq_worker import LeanWorker
     from emailsvc.services import get_services
 
-    pg, rd = base_urls()
-    env = {"DATABASE_URL": f"{pg}/{args.db}", "REDIS_URL": f"{rd}/{args.redis}", "SMTP_PORT": str(args.sink_port),
-           "RATELIMIT_DEFAULT": "10000000 per minute", "RATELIMIT_SEND": "10000000 per minute"}  # fmt: skip
-    init_db(env["DATABASE_URL"])
-    app = create_app(env)
-    with app.app_context():
-        services = get_services()
-        services.redis.flushdb()
-        key = new_key()
-        with services.db.cursor() as cur:
-            cur.execute("TRUNCATE emails, email_events CASCADE")
-            insert_api_key(cur, ensure_project(cur, "default")["id"], "costs", hash_key(key), key[:12], ["send"])
     psycopg2.extras.RealDictCursor.execute = counting("postgresql", psycopg2.extras.RealDictCursor.execute)
     redis.connection.AbstractConnection.send_packed_command = counting(
         "redis", redis.connection.AbstractConnection.send_packed_command
@@ -79,26 +70,71 @@ def main():
 
         profiler = Profiler(interval=0.0002)
         profiler.start()
-    COUNTS.clear()
-    started = time.perf_counter()
-    for _ in range(args.messages):
-        assert client.post("/email/send", json=BODY, headers=headers).status_code == 201
-    accept_time = (time.perf_counter() - started) / args.messages
-    accept = {kind: count / args.messages for kind, count in COUNTS.items()}
+    sessions = Sessions(app.config["DATABASE_URL"])
+
+    def message(i):
+        return {**BODY, "to": f"Reader {i} <reader{i}@example.com>"} if args.distinct else BODY
+
+    def send_all():
+        if args.batch:
+            for start in range(0, args.messages, args.batch):
+                batch = {"messages": [message(i) for i in range(start, min(start + args.batch, args.messages))]}
+                assert client.post("/email/batch", json=batch, headers=headers).status_code == 201
+            return
+        for i in range(args.messages):
+            assert client.post("/email/send", json=message(i), headers=headers).status_code == 201
+
+    accept = measure(send_all, args.messages, sessions)
     if args.profile:
         profiler.stop()
         print(profiler.output_text(show_all=False, color=False, time="percent_of_total"))
-    COUNTS.clear()
-    jobs = args.messages + 20
-    started = time.perf_counter()
-    with app.app_context():
-        services = get_services()
-        LeanWorker([services.email_queue], connection=services.redis).work(burst=True, logging_level="WARNING")
-    job_time = (time.perf_counter() - started) / jobs
-    job = {kind: count / jobs for kind, count in COUNTS.items()}
-    for label, counts, seconds in (("per accepted request", accept, accept_time), ("per delivery job", job, job_time)):
+
+    def work():
+        with app.app_context():
+            services = get_services()
+            LeanWorker([services.email_queue], connection=services.redis).work(burst=True, logging_level="WARNING")
+
+    job = measure(work, args.messages + 20, sessions)
+    accepted = f"per message accepted in batches of {args.batch}" if args.batch else "per accepted request"
+    for label, (counts, seconds, cpu, pg_cpu) in ((accepted, accept), ("per delivery job", job)):
+        pg_cpu = "unknown" if pg_cpu is None else f"{pg_cpu * 1000:.2f} ms"
         print(f"{label}: PostgreSQL {counts.get('postgresql', 0):.1f}, Redis {counts.get('redis', 0):.1f} round trips;"
-              f" {seconds * 1000:.2f} ms in one process")  # fmt: skip
+              f" {seconds * 1000:.2f} ms in one process (CPU: its own {cpu * 1000:.2f} ms,"
+              f" its PostgreSQL sessions' {pg_cpu})")  # fmt: skip
+
+
+def measure(action, units, sessions):
+    """Run `action`; return per unit: (round trips by kind, wall seconds, this process's CPU seconds, the CPU
+    seconds of the database's other sessions, or None when their processes cannot be read)."""
+    COUNTS.clear()
+    pg_before, cpu_before, started = sessions.cpu(), time.process_time(), time.perf_counter()
+    action()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+    counts = {kind: count / units for kind, count in COUNTS.items()}
+    pg_after = sessions.cpu()
+    pg_cpu = None if pg_after is None else sum(t - pg_before.get(pid, 0) for pid, t in pg_after.items())
+    return counts, seconds / units, cpu / units, pg_cpu and pg_cpu / units
+
+
+class Sessions:
+    """The server processes of the database's sessions (other than its own), read from /proc: PostgreSQL on
+    this host, as the benchmarks run it."""
+
+    def __init__(self, url):
+        self.conn = psycopg2.connect(url)
+        self.conn.autocommit = True
+
+    def cpu(self):
+        """{backend pid: CPU seconds so far} of every other session of the database, or None if unreadable."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            pids = [pid for (pid,) in cur.fetchall()]
+        try:
+            return {pid: cpu_seconds(pid) for pid in pids}
+        except OSError:  # another host's, or another user's
+            return None
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ PostgreSQL and Redis (bin/services finds or starts them).
 
 import argparse
 import json
-import sys
 import time
 
-from harness import ROOT, base_urls
+from harness import ROOT, app_with_key
 
 ADDRESS = "someone.with.a.long.name@example.com"
 MiB = 1024 * 1024
@@ -86,27 +85,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--root", default=ROOT)
     args = parser.parse_args()
-    sys.path.insert(0, args.root)
-    from emailsvc import create_app
-    from emailsvc.auth import hash_key, new_key
-    from emailsvc.db import init_db
-    from emailsvc.queries.api_keys import insert_api_key
-    from emailsvc.queries.projects import ensure_project
+    app, key = app_with_key(args.root, args.db, args.redis, MAX_CONTENT_LENGTH=str(16 * MiB))
     from emailsvc.services import get_services
 
-    pg, rd = base_urls()
-    env = {"DATABASE_URL": f"{pg}/{args.db}", "REDIS_URL": f"{rd}/{args.redis}", "MAX_CONTENT_LENGTH": str(16 * MiB),
-           "RATELIMIT_DEFAULT": "10000000 per minute", "RATELIMIT_SEND": "10000000 per minute",
-           "RATELIMIT_MESSAGES": "10000000 per minute"}  # fmt: skip
-    init_db(env["DATABASE_URL"])
-    app = create_app(env)
-    with app.app_context():
-        services = get_services()
-        services.redis.flushdb()
-        key = new_key()
-        with services.db.cursor() as cur:
-            cur.execute("TRUNCATE emails, email_events CASCADE")
-            insert_api_key(cur, ensure_project(cur, "default")["id"], "hostile", hash_key(key), key[:12], ["send"])
     client, headers = app.test_client(), {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     client.post("/email/send", json=VALID, headers=headers)  # connections opened outside the count
     print(f"{'body':<72} {'bytes':>10} {'status':>6} {'request CPU':>12} {'json.loads':>11} {'a message':>10}"

@@ -3,10 +3,11 @@
 from flask import Flask
 
 from . import openapi
-from .auth import load_api_key
+from .auth import confirm_remembered_key, load_api_key
 from .cli import register_commands
 from .config import load_config
 from .errors import register_error_handlers
+from .key_memory import KeyMemory
 from .limits import init_limiter
 from .request_log import register_request_log
 from .services import Services
@@ -32,11 +33,14 @@ def create_app(config=None):
     app.config.update(load_config(config))
     app.json.sort_keys = False
     app.extensions["emailsvc"] = Services(app.config)
-    # before_request hooks run in this order: the clock, the request ID, then the key, then the count keyed on it.
+    app.extensions["emailsvc.keys"] = KeyMemory()
+    # before_request hooks run in this order: the clock, the request ID, then the key, then the count keyed on
+    # it, which also reads whether a key remembered by this process still stands.
     register_request_log(app)
     register_request_hooks(app)
     app.before_request(load_api_key)
     init_limiter(app)
+    app.before_request(confirm_remembered_key)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(emails.bp)

@@ -13,6 +13,7 @@ import time
 
 from flask import current_app, g, request
 
+from . import key_memory
 from .db import DatabaseUnavailable
 from .errors import Forbidden, RateLimited, Unauthorized
 from .queries.api_keys import find_active_api_key
@@ -50,23 +51,35 @@ def load_api_key():
     """Look up the request's key once, before rate limiting needs to know who is asking.
 
     Whatever is wrong with the key, only an endpoint that needs one fails; /healthz must answer
-    whatever a probe sends.
+    whatever a probe sends. A key this process remembers (key_memory.py) costs no look-up here:
+    confirm_remembered_key checks it after the rate-limit count.
     """
     g.api_key = g.key_lookup_error = None
     key = presented_key()
     if key is None:
         return
     try:
-        g.api_key = look_up_key(key)
+        g.api_key = look_up_key(key, remember=True)
     except (RateLimited, DatabaseUnavailable) as exc:
         g.key_lookup_error = exc  # 429 or 503 where a key is needed
 
 
-def look_up_key(key):
+def confirm_remembered_key():
+    """After the rate-limit count: a remembered key stands only if the count read the revocation token it was
+    remembered under; else it is looked up again (forgotten, if revoked)."""
+    remembered = g.pop("remembered_key", None)
+    if remembered is not None and not key_memory.confirmed(remembered):
+        current_app.extensions["emailsvc.keys"].forget(hash_key(presented_key()))
+        load_api_key()
+
+
+def look_up_key(key, remember=False):
     """Return the active key row of the key text `key`, or None; for the API's header and the page's sign-in.
 
     A malformed key, or any key from an address that has presented too many unknown ones (RateLimited),
-    is never looked up: guessing keys costs no database queries.
+    is never looked up: guessing keys costs no database queries. With `remember`, a key this process
+    remembers is returned as remembered (to be confirmed: confirm_remembered_key), and one looked up is
+    remembered.
     """
     if not KEY_SHAPE.fullmatch(key):
         return None
@@ -75,9 +88,16 @@ def look_up_key(key):
     if wait:
         raise too_many_unknown_keys(unknown_keys.limit, wait)
     digest = hash_key(key)
+    memory = current_app.extensions["emailsvc.keys"]
+    if remember and (remembered := memory.recall(digest)) is not None:
+        g.remembered_key = remembered
+        return remembered.row
+    token = memory.last_token  # read before the look-up: see key_memory.py
     with get_services().db.cursor() as cur:
         row = find_active_api_key(cur, digest)
     if row is not None and hmac.compare_digest(bytes(row["key_hash"]), digest):
+        if remember:
+            memory.remember(digest, row, token)
         return row
     unknown_keys.failed(request.remote_addr)
     return None

@@ -1,10 +1,13 @@
 """Operator commands: `flask --app wsgi init-db | projects … | api-keys … | reconcile | purge`."""
 
+import time
+
 import click
 import psycopg2.errors
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
+from . import key_memory
 from .addresses import CONTROL_CHARS
 from .auth import OPERATOR, SCOPES, hash_key, new_key
 from .db import init_db
@@ -111,10 +114,14 @@ def list_keys():
 @api_keys.command("revoke")
 @click.argument("key_id", type=int)
 def revoke_key(key_id):
-    """Revoke a key, effective at once."""
-    with get_services().db.cursor() as cur:
+    """Revoke a key, effective at once: this returns once every API process will refuse it."""
+    services = get_services()
+    with services.db.cursor() as cur:
         if not revoke_api_key(cur, key_id):
             raise click.ClickException(f"No active key with id {key_id}.")
+    if not key_memory.announce_revocation(services.redis, time.monotonic()):
+        waited = key_memory.TRUST_SECONDS
+        click.echo(f"Redis did not answer: waited {waited} s, until no process trusts a key it remembers.", err=True)
     click.echo(f"Revoked key {key_id}.", err=True)
 
 

@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import time
+import uuid
 
 from flask import current_app, g, has_request_context, request
 from flask_limiter import Limit, Limiter
@@ -14,6 +15,7 @@ from limits.storage import RedisStorage
 from redis.exceptions import RedisError
 
 from .errors import ApiError
+from .key_memory import REVOCATIONS, saw_token
 from .schemas import MAX_BATCH
 from .web import json_body
 
@@ -39,10 +41,14 @@ MESSAGES_SCOPE = "messages"
 # window with cap 0 is always counted (a request is counted, refused or not). A window with a cap is
 # taken only when it fits under its cap and every window counted before it is within its own limit
 # (passed as its cap, negated, so it is still counted): the messages of a refused request are not taken.
+# A key after the windows (KEYS, one more than ARGV's triples) is the revocation token of key_memory.py:
+# its value is answered after the windows' counts, set first to the last ARGV when Redis has none.
 INCR_WITH_TTL = """
 local answers = {}
 local fits = true
-for i, key in ipairs(KEYS) do
+local windows = math.floor(#ARGV / 3)
+for i = 1, windows do
+    local key = KEYS[i]
     local amount, cap = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
     local current, taken = 0, 1
     if cap > 0 then
@@ -63,6 +69,14 @@ for i, key in ipairs(KEYS) do
     end
     answers[i] = {current, redis.call("ttl", key), taken}
 end
+if #KEYS > windows then
+    local token = redis.call("get", KEYS[windows + 1])
+    if not token then
+        token = ARGV[#ARGV]
+        redis.call("set", KEYS[windows + 1], token)
+    end
+    answers[windows + 1] = token
+end
 return answers
 """
 
@@ -71,7 +85,8 @@ class WindowRedisStorage(RedisStorage):
     """Redis storage whose increment also returns the window's end, so the X-RateLimit headers cost
     no second round trip; and whose first increment in a request counts every window the request
     will count (`planned_windows`), so the per-key, per-route and per-project limits together cost
-    one EVALSHA. flask-limiter then asks for each of the others in turn, and gets the count already made."""
+    one EVALSHA. flask-limiter then asks for each of the others in turn, and gets the count already made.
+    The same EVALSHA reads the key revocation token (key_memory.py)."""
 
     STORAGE_SCHEME = ["emailsvc+redis"]
     planned_windows = staticmethod(lambda: [])  # set by init_limiter: [(key, expiry, amount)] of this request
@@ -81,7 +96,7 @@ class WindowRedisStorage(RedisStorage):
         self.lua_incr_with_ttl = self.get_connection().register_script(INCR_WITH_TTL)
 
     def incr(self, key, expiry, amount=1):
-        seen, ahead = _seen_windows(), _counted_ahead()
+        seen, ahead = _request_windows()
         if key in ahead:
             ahead.discard(key)
             return seen[key][2]
@@ -89,9 +104,11 @@ class WindowRedisStorage(RedisStorage):
         windows = [w for w in planned if w[0] == key] or [(key, expiry, amount, 0)]
         windows += [w for w in planned if w[0] != key]
         windows.sort(key=lambda w: w[3] > 0)  # the windows taken only when the rest fit come last
-        answers = self.lua_incr_with_ttl(
-            [self.prefixed_key(k) for k, *_ in windows], [arg for _, e, a, c in windows for arg in (e, a, c)]
+        *answers, token = self.lua_incr_with_ttl(
+            [*(self.prefixed_key(k) for k, *_ in windows), REVOCATIONS],
+            [*(arg for _, e, a, c in windows for arg in (e, a, c)), uuid.uuid4().hex],
         )
+        saw_token(token.decode() if isinstance(token, bytes) else token)
         now = time.time()
         for (window_key, _, window_amount, cap), (count, ttl, taken) in zip(windows, answers, strict=True):
             # What flask-limiter compares with the limit: a window not taken is over it, however many are left.
@@ -113,9 +130,10 @@ class WindowRedisStorage(RedisStorage):
         except RedisError:  # the count stays a little high until the window ends
             log.warning("rate-limit refund skipped: Redis unavailable")
             return
-        for window_key, (count, end, verdict) in _seen_windows().items():
+        seen = _seen_windows()
+        for window_key, (count, end, verdict) in seen.items():
             if self.prefixed_key(window_key) == prefixed:
-                _seen_windows()[window_key] = (count - amount, end, verdict)
+                seen[window_key] = (count - amount, end, verdict)
 
     def get(self, key):
         seen = _seen_windows().get(key)
@@ -127,21 +145,23 @@ class WindowRedisStorage(RedisStorage):
 
 
 def _seen_windows():
-    """The (count, window end) this request's increments returned, by limit key."""
-    if not has_request_context():
-        return {}
-    if "rate_windows" not in g:
-        g.rate_windows = {}
-    return g.rate_windows
+    """The (count, window end, verdict) this request's increments returned, by limit key."""
+    return _request_windows()[0]
 
 
 def _counted_ahead():
     """The windows this request's first increment counted before flask-limiter asked for them."""
+    return _request_windows()[1]
+
+
+def _request_windows():
+    # Asked several times for every limit of every request: one look-up of `g` (a context-local proxy) each.
     if not has_request_context():
-        return set()
-    if "rate_counted_ahead" not in g:
-        g.rate_counted_ahead = set()
-    return g.rate_counted_ahead
+        return {}, set()
+    windows = g.get("rate_windows")
+    if windows is None:
+        windows = g.rate_windows = ({}, set())
+    return windows
 
 
 def client_key():

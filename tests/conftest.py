@@ -19,6 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from redis import Redis
 
+import emailsvc.auth
 from emailsvc import create_app
 from emailsvc.auth import hash_key, new_key
 from emailsvc.db import init_db
@@ -219,6 +220,25 @@ def make_key(app, scopes=("send", "read"), name="test", project="default"):
     with app.app_context(), get_services().db.cursor() as cur:
         insert_api_key(cur, ensure_project(cur, project)["id"], name, hash_key(key), key[:12], list(scopes))
     return key
+
+
+@pytest.fixture
+def look_ups(monkeypatch):
+    """Count the API-key look-ups the database is asked for (the real query still runs)."""
+    calls, real = [], emailsvc.auth.find_active_api_key
+    monkeypatch.setattr(
+        emailsvc.auth, "find_active_api_key", lambda cur, digest: calls.append(digest) or real(cur, digest)
+    )
+    return calls
+
+
+def revoke(app, key):
+    """Revoke `key` as an operator does: `flask api-keys revoke ID`."""
+    with app.app_context(), get_services().db.cursor() as cur:
+        cur.execute("SELECT id FROM api_keys WHERE key_prefix = %s", (key[:12],))
+        key_id = cur.fetchone()["id"]
+    result = app.test_cli_runner().invoke(args=["api-keys", "revoke", str(key_id)])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.fixture

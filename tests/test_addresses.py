@@ -52,3 +52,10 @@ def test_an_encoded_display_name_is_stored_decoded_and_must_not_decode_again():
     assert normalize_address("=?utf-8?q?Caf=C3=A9?= <a@example.com>") == "Café <a@example.com>"
     with pytest.raises(InvalidAddress, match="further encoded words"):
         normalize_address("=?utf-8?q?=3D=3Futf-8=3Fq=3FEve=3F=3D?= <a@example.com>")
+
+
+def test_a_remembered_address_answers_as_the_first_time_and_a_refusal_is_never_remembered():
+    assert [normalize_address("Ops <ops@BÜCHER.test>") for _ in range(3)] == ["Ops <ops@xn--bcher-kva.test>"] * 3
+    for _ in range(3):
+        with pytest.raises(InvalidAddress):
+            normalize_address("a@b..example")

@@ -4,7 +4,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from emailsvc.db import init_db
+from emailsvc.db import Database, Prepared, init_db
 
 
 def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
@@ -54,3 +54,20 @@ def _drop_database(url):
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
     admin.close()
+
+
+def test_a_prepared_statement_runs_again_on_its_connection_after_it_failed(database):
+    divide = Prepared("test_divide", "SELECT 12 / %(by)s AS quotient, %(by)s AS by", {"by": "integer"})
+    db = Database(database, max_connections=1)
+    answers = []
+    for by in (3, 0, 4):
+        try:
+            with db.cursor() as cur:
+                divide.run(cur, {"by": by})
+                answers.append(cur.fetchone()["quotient"])
+        except psycopg2.errors.DivisionByZero:
+            answers.append("refused")
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = 'test_divide'")
+        assert cur.fetchone()["n"] == 1  # prepared once on the one connection, the failure included
+    assert answers == [4, "refused", 3]

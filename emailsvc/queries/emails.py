@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from psycopg2.extras import Json
 
+from ..db import Prepared
 from .rows import E_EMAIL_SQL, EMAIL_SQL
 from .webhooks import QUEUE_WEBHOOK_TYPES, queue_webhooks_cte
 
@@ -72,8 +73,11 @@ HELD_LOCK = """SELECT 1 FROM pg_locks
     WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
       AND classid = %(lock)s AND objid = hashtext(%(id)s::text)::oid AND objsubid = 2"""
 RECONCILER_LOCK = 0x72636E  # "rcn"
-INSERT_EMAILS = (
-    f"WITH {INPUT_CTE}, {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}"
+INSERT_TYPES = {"rows": "jsonb", "project_id": "bigint", "contents": "jsonb"}  # insert_parameters'
+INSERT_EMAILS = Prepared(
+    "insert_emails",
+    f"WITH {INPUT_CTE}, {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}",
+    INSERT_TYPES,
 )
 # datetimes and UUIDs as PostgreSQL reads them back (str is ISO 8601 with its offset).
 _dumps = functools.partial(json.dumps, default=str, separators=(",", ":"))
@@ -129,7 +133,7 @@ def insert_emails(cur, project_id, emails, suppression_keys):
     `suppression_keys` are each message's recipients as the suppression list spells them. Return
     (the rows in order, {}), or ([], {index of a message: its suppressed addresses, sorted}).
     """
-    cur.execute(INSERT_EMAILS, insert_parameters(project_id, emails, suppression_keys))
+    INSERT_EMAILS.run(cur, insert_parameters(project_id, emails, suppression_keys))
     return inserted_or_suppressed(cur, emails)
 
 

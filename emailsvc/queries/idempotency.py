@@ -1,8 +1,10 @@
 """SQL for Idempotency-Key: the message a key created, and keys that have expired."""
 
+from ..db import Prepared
 from .emails import (
     INPUT_CTE,
     INSERT_EMAIL_CTE,
+    INSERT_TYPES,
     NONE_SUPPRESSED,
     SELECT_INSERTED,
     SUPPRESSED_CTE,
@@ -13,7 +15,7 @@ from .rows import E_EMAIL_SQL
 
 KEY_TTL_HOURS = 24
 # The key is recorded only when no recipient is suppressed; the messages only when the key was recorded.
-INSERT_EMAILS_ONCE = f"""WITH {INPUT_CTE}, {SUPPRESSED_CTE}, k AS (
+INSERT_EMAILS_ONCE = Prepared("insert_emails_once", f"""WITH {INPUT_CTE}, {SUPPRESSED_CTE}, k AS (
         INSERT INTO idempotency_keys (project_id, api_key_id, key, request_hash, email_id, email_ids)
         SELECT %(project_id)s, %(api_key_id)s, %(key)s, %(request_hash)s, (%(ids)s)[1], %(ids)s WHERE {NONE_SUPPRESSED}
         ON CONFLICT (api_key_id, key) DO UPDATE
@@ -22,7 +24,8 @@ INSERT_EMAILS_ONCE = f"""WITH {INPUT_CTE}, {SUPPRESSED_CTE}, k AS (
             WHERE idempotency_keys.created_at <= now() - make_interval(hours => %(ttl)s)
         RETURNING email_id
     ), {INSERT_EMAIL_CTE.replace("GUARD", "EXISTS (SELECT FROM k)")}
-    {SELECT_INSERTED}"""
+    {SELECT_INSERTED}""", {**INSERT_TYPES, "api_key_id": "bigint", "key": "text", "request_hash": "bytea",
+                           "ids": "uuid[]", "ttl": "integer"})  # fmt: skip
 
 
 def insert_emails_once(cur, project_id, emails, suppression_keys, api_key_id, key, request_hash):
@@ -34,8 +37,8 @@ def insert_emails_once(cur, project_id, emails, suppression_keys, api_key_id, ke
     concurrent requests: the first insert wins, the others wait for it to commit and then insert
     nothing. An expired record is taken over.
     """
-    cur.execute(
-        INSERT_EMAILS_ONCE,
+    INSERT_EMAILS_ONCE.run(
+        cur,
         {
             **insert_parameters(project_id, emails, suppression_keys),
             "api_key_id": api_key_id,

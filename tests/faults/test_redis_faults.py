@@ -1,6 +1,7 @@
 """Redis stopped under the API and the worker, and Redis restarted empty under waiting messages."""
 
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -60,6 +61,23 @@ def test_redis_restarted_empty_the_reconciler_requeues_every_waiting_message(fau
         f"100 waiting messages all SENT once, {settled_in:.1f} s after the worker started "
         f"(RECONCILE_GRACE {fault.settings['RECONCILE_GRACE']} s)"
     )
+
+
+def test_with_redis_down_no_remembered_key_is_trusted_and_a_revoked_one_stays_refused(fault, look_ups):
+    client = fault.app.test_client()
+
+    def get():
+        return client.get(f"/email/logs/{uuid.uuid4()}", headers=fault.auth).status_code
+
+    assert [get() for _ in range(3)] == [404] * 3  # remembered, and confirmed by the rate-limit count
+    seen = len(look_ups)
+    fault.redis.stop()
+    assert [get() for _ in range(3)] == [404] * 3  # counted in memory: each request looks its key up
+    assert len(look_ups) == seen + 3
+    fault.query("UPDATE api_keys SET revoked_at = now() RETURNING id")  # what `api-keys revoke` commits first
+    assert get() == 401
+    fault.redis.start()  # empty: whatever a process remembers is looked up again
+    assert [get() for _ in range(3)] == [401] * 3
 
 
 def _status_of(fault, email_id):
