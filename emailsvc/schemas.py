@@ -65,7 +65,7 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,76}$")
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
 # What the document tells clients (and the fuzz) about free text: JSON Schema has no flag for "ignore
 # case" and no rule for what a decoder makes of a value, so these spell out the plain-text part.
-NO_CONTROLS_PATTERN = r"^[^\u0000-\u001f\u007f\u0085\u2028\u2029]*$"
+NO_CONTROLS_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$"
 NO_NUL_PATTERN = r"^[^\u0000]*$"  # PostgreSQL text cannot hold NUL (see web.json_body)
 
 
@@ -254,7 +254,7 @@ class AttachmentSchema(Schema):
 
     filename = fields.String(
         required=True, validate=check_filename,
-        metadata={"pattern": r"^[^/\\\u0000-\u001f\u007f\u0085\u2028\u2029]+$",
+        metadata={"pattern": r"^[^/\\\u0000-\u001f\u007f-\u009f\u2028\u2029]+$",
                   "description": "A bare file name of at most 255 bytes, also once RFC 2231/2047 decoded, not "
                                  "ending in a blocked extension (docs/api.md)."},
     )  # fmt: skip
