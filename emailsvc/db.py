@@ -97,6 +97,13 @@ class Database:
                 raise
             cur.execute("COMMIT")
 
+    def close(self):
+        """Close every pooled connection, and with them any session lock they hold; the next cursor opens anew."""
+        with self._lock:
+            pool, pid, self._pool, self._pid = self._pool, self._pid, None, None
+        if pool is not None and pid == os.getpid():  # never a parent's connections, inherited by a fork
+            pool.closeall()
+
     def ping(self):
         """Return True when the database answers."""
         try:

@@ -3,8 +3,9 @@
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+from conftest import wait_for
 
-from emailsvc.db import init_db
+from emailsvc.db import Database, init_db
 
 
 def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
@@ -53,3 +54,26 @@ def _drop_database(url):
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
     admin.close()
+
+
+def test_closing_the_database_ends_its_sessions_and_their_locks(database):
+    db = Database(database)
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(4242, 1), pg_backend_pid() AS pid")
+        pid = cur.fetchone()["pid"]
+    db.close()
+    conn = psycopg2.connect(database)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+
+        def lock_taken():  # the server ends the session once it reads the closed socket, soon but not at once
+            cur.execute("SELECT pg_try_advisory_lock(4242, 1)")
+            return cur.fetchone()[0]
+
+        wait_for(lock_taken, message="the closed session's lock to be released")
+        cur.execute("SELECT pg_advisory_unlock(4242, 1)")
+    conn.close()
+    with db.cursor() as cur:  # the next cursor opens a connection anew
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        assert cur.fetchone()["pid"] != pid
+    db.close()

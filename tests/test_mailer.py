@@ -136,7 +136,10 @@ def test_auth_not_offered_is_retried_and_mail_flows_once_the_relay_is_fixed(sett
     assert wait_for(lambda: client.get("/readyz").get_json()["smtp"]["ok"], message="readyz to show the relay ok")
 
 
-def test_a_worker_that_lost_its_claim_before_data_sends_nothing(client, auth, app, smtp, database):
+def test_a_worker_that_lost_its_claim_before_data_sends_nothing(settings, smtp, database):
+    # The relay holds RCPT until the reconciler has taken the message back: a wait the test's own deadlines
+    # bound (two wait_for), which must not also run into the worker's SMTP timeout, however slow the machine.
+    app, client, auth = app_for(settings, SMTP_TIMEOUT="120")
     smtp.rcpt_gate = gate = threading.Event()
     email_id = send(client, auth)
     raised = []
