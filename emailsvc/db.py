@@ -1,6 +1,7 @@
 """PostgreSQL access: one connection pool per process, and the cursors callers run their SQL on."""
 
 import os
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,41 @@ CONNECT_OPTIONS = {
 }
 
 
+class Connection(psycopg2.extensions.connection):
+    """A psycopg2 connection that remembers the statements prepared on its session (see Prepared)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepared = set()
+
+
+class Prepared:
+    """A statement PostgreSQL parses and plans once per session instead of on every execution.
+
+    For the statements every message runs (the sending claim and its outcome): planning took about
+    a third of their server time (docs/performance.md). `sql` takes psycopg2's %(name)s parameters;
+    `types` gives each one's SQL type, which PREPARE needs where a parameter is used as two types
+    (`%(id)s::text` beside `id = %(id)s`). A session prepares it on its first use (once, one round trip).
+    """
+
+    def __init__(self, name, sql, **types):
+        self.name, self.sql, self.order = name, sql, list(types)
+        body = re.sub(r"%\((\w+)\)s", lambda m: f"${self.order.index(m.group(1)) + 1}", sql).replace("%%", "%")
+        self.prepare = f"PREPARE {name} ({', '.join(types.values())}) AS {body}"
+        self.execute_sql = f"EXECUTE {name} ({', '.join(f'%({n})s' for n in self.order)})"
+
+    def execute(self, cur, params):
+        """Run the statement on `cur` with `params` (a dict); its results are read from `cur` as usual."""
+        prepared = getattr(cur.connection, "prepared", None)
+        if prepared is None:  # a connection not from a Database pool: plain SQL
+            cur.execute(self.sql, params)
+            return
+        if self.name not in prepared:
+            cur.execute(self.prepare)
+            prepared.add(self.name)
+        cur.execute(self.execute_sql, params)
+
+
 class DatabaseUnavailable(ServiceUnavailable):
     """PostgreSQL cannot be reached or dropped the connection."""
 
@@ -54,7 +90,9 @@ class Database:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    pool = psycopg2.pool.ThreadedConnectionPool(0, self.max_connections, self.url, **CONNECT_OPTIONS)
+                    pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self.max_connections, self.url, connection_factory=Connection, **CONNECT_OPTIONS
+                    )
                     # psycopg2 closes every returned connection beyond `minconn`, so with 0 each query
                     # would pay a new connection. Raised after construction, it keeps them all for reuse
                     # without opening any up front (a server that is down then fails a request, not the pool).
