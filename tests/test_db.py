@@ -5,7 +5,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from conftest import wait_for
 
-from emailsvc.db import Database, init_db
+from emailsvc.db import Database, Prepared, init_db
 
 
 def test_applying_the_schema_again_gives_older_rows_their_recipients(database):
@@ -77,3 +77,20 @@ def test_closing_the_database_ends_its_sessions_and_their_locks(database):
         cur.execute("SELECT pg_backend_pid() AS pid")
         assert cur.fetchone()["pid"] != pid
     db.close()
+
+
+def test_a_prepared_statement_is_prepared_once_per_session_and_answers_like_the_plain_one(database):
+    statement = Prepared("test_prepared", "SELECT %(id)s::text AS text, %(id)s = %(other)s AS same", id="uuid",
+                         other="uuid")  # fmt: skip
+    ids = {"id": "6f1c3e1e-0b5a-4bb1-9a43-2a4cc1b1e0a1", "other": "6f1c3e1e-0b5a-4bb1-9a43-2a4cc1b1e0a1"}
+    db = Database(database, max_connections=1)
+    with db.cursor() as cur:
+        for _ in range(3):
+            statement.execute(cur, ids)
+            assert cur.fetchone() == {"text": ids["id"], "same": True}
+        cur.execute("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = 'test_prepared'")
+        assert cur.fetchone()["n"] == 1
+    db.close()
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:  # not a pool's connection: plain SQL
+        statement.execute(cur, ids)
+        assert cur.fetchone() == (ids["id"], True)
