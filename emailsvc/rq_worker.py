@@ -16,11 +16,12 @@ tests/test_sending.py fails on another version so an upgrade re-reads them.
 import time
 
 import redis.exceptions
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import JobStatus
 from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import TimerDeathPenalty
 from rq.utils import current_timestamp, now
 from rq.worker import WorkerStatus
@@ -72,6 +73,8 @@ return 1
 class LeanWorker(SimpleWorker):
     _alive_until = 0.0  # monotonic time until which the worker's key lives, as last set by a heartbeat
     _finish_job = None  # the FINISH_JOB script, registered on this worker's connection
+    _not_suspended = False  # Redis said, with the idle state after the last job, that workers are not suspended
+    _starting = None  # the transaction prepare_execution began, which prepare_job_execution completes
 
     def heartbeat(self, timeout=None, pipeline=None):
         # RQ beats after each job, before each dequeue and after it: nine round trips a job, all
@@ -92,12 +95,48 @@ class LeanWorker(SimpleWorker):
 
     def execute_job(self, job, queue):
         # SimpleWorker's own three lines, with the IDLE state written in the same round trip as the
-        # heartbeat RQ's loop sends right after the job (which then finds it covered and skips it).
+        # heartbeat RQ's loop sends right after the job (which then finds it covered and skips it), and
+        # as the `rq suspend` check the loop makes before its next dequeue (check_for_suspension).
         execution = self.prepare_execution(job)
         self.perform_job(job, queue, execution)
         with self.connection.pipeline(transaction=False) as pipe:
             self.set_state(WorkerStatus.IDLE, pipeline=pipe)
             self.heartbeat(pipeline=pipe)
+            pipe.exists(WORKERS_SUSPENDED)
+            self._not_suspended = not pipe.execute()[-1]
+
+    def check_for_suspension(self, burst):
+        # RQ asks Redis (with a heartbeat) before every dequeue; right after a job, the answer came with
+        # the idle state a moment ago. Otherwise, and whenever workers are suspended, RQ's own check.
+        not_suspended, self._not_suspended = self._not_suspended, False
+        if not not_suspended:
+            super().check_for_suspension(burst)
+
+    def prepare_execution(self, job):
+        # RQ writes the job's execution record and the worker's BUSY state in one transaction, then
+        # (prepare_job_execution, called by perform_job next) the job's start in another; here both go
+        # in one. Returns the execution as RQ's does; the writes wait for prepare_job_execution.
+        pipe = self.connection.pipeline()
+        execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipe, worker_name=self.name)
+        self.executions[execution.id] = execution
+        self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        self._starting = pipe
+        return execution
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
+        # RQ 3.0's prepare_job_execution on the transaction prepare_execution began (less the process title,
+        # which the loops of a sending process share).
+        pipe, self._starting = self._starting, None
+        if pipe is None:
+            return super().prepare_job_execution(job, remove_from_intermediate_queue)
+        with pipe:
+            heartbeat_ttl = self.get_heartbeat_ttl(job)
+            self.heartbeat(heartbeat_ttl, pipeline=pipe)
+            job.heartbeat(now(), heartbeat_ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if remove_from_intermediate_queue:
+                pipe.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
             pipe.execute()
 
     def set_state(self, state, pipeline=None):

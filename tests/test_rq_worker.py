@@ -7,6 +7,7 @@ from redis import Redis
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
+from rq.suspension import resume, suspend
 
 from emailsvc.rq_worker import LeanWorker, ThreadWorker
 from emailsvc.services import get_services
@@ -88,4 +89,23 @@ def test_a_finished_job_leaves_redis_as_rqs_own_worker_leaves_it(client, auth, a
     assert keys == rq_keys and not any("JOB" in key for key in keys)  # the job, its executions: all gone
     assert counts == rq_counts == [b"1", None] and not stale and not rq_stale
     assert working_time > 0 and rq_time > 0
+    assert len(smtp.received) == 2
+
+
+def test_rq_suspend_during_a_job_stops_the_worker_before_the_next(client, auth, app, smtp):
+    # The suspension check rides with the idle state written after each job: it must still see `rq suspend`.
+    for _ in range(2):
+        assert client.post("/email/send", json=VALID, headers=auth).status_code == 201
+
+    class SuspendedMidJob(BurstWorker):
+        def perform_job(self, job, queue, execution):
+            suspend(self.connection)  # as `rq suspend` from an operator's shell, while the job runs
+            return super().perform_job(job, queue, execution)
+
+    with app.app_context():
+        services = get_services()
+        SuspendedMidJob([services.email_queue], connection=services.redis).work(burst=True)
+        assert len(smtp.received) == 1 and services.email_queue.count == 1  # the second waits
+        resume(services.redis)
+        BurstWorker([services.email_queue], connection=services.redis).work(burst=True)
     assert len(smtp.received) == 2
