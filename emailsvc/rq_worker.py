@@ -1,16 +1,20 @@
 """LeanWorker: RQ's SimpleWorker without the Redis round trips a job of milliseconds does not need.
 
 RQ 3's SimpleWorker spends about 27 Redis round trips on each job; most are its worker heartbeat,
-written three times per job as three separate commands each, and state writes Redis already holds.
-The overrides below are small and keep RQ's behaviour: the intermediate queue, StartedJobRegistry,
-Retry and the scheduler, warm shutdown, failed jobs in the FailedJobRegistry for rq-dashboard.
-Left as RQ does it (copying RQ's large methods would be fragile): handle_job_success's WATCH and
-read of the job's dependents, and the reads job.delete makes to find the registries to clean.
+written three times per job as three separate commands each, state writes Redis already holds, and
+the reads and writes of a finished job's bookkeeping. LeanWorker spends 5 (docs/performance.md):
+heartbeats only when needed, the job's start in one transaction, a finished job's bookkeeping in
+one Lua script (FINISH_JOB), and the `rq suspend` check with the idle state. It keeps RQ's
+behaviour: the intermediate queue, StartedJobRegistry, Retry and the scheduler, warm shutdown,
+failed jobs in the FailedJobRegistry for rq-dashboard; a job with dependents, a repeat, a group, a
+rate limit or a kept result finishes RQ's own way.
 
 ThreadWorker is a LeanWorker that runs in a thread beside others in one sending process
 (emailsvc/sending.py). These overrides rely on RQ 3.0's internals (`_stop_requested`,
-`_install_signal_handlers`, `dequeue_job_and_maintain_ttl`); requirements.txt pins rq==3.0.*, and
-tests/test_sending.py fails on another version so an upgrade re-reads them.
+`_install_signal_handlers`, `dequeue_job_and_maintain_ttl`, `prepare_job_execution`'s body, the
+keys FINISH_JOB writes); requirements.txt pins rq==3.0.*, tests/test_sending.py fails on another
+version so an upgrade re-reads them, and tests/test_rq_worker.py compares what Redis keeps after a
+job with what RQ's own SimpleWorker leaves.
 """
 
 import time
