@@ -6,8 +6,8 @@
 A round trip is one send to a server followed by waiting for its answer: one psycopg2 execute in
 autocommit mode, one redis-py packed send (a pipeline is one). Counting them with the real code
 paths is exact where timing on a shared machine is not. `--root` measures another checkout (a
-worktree of an earlier commit) on the same servers; `--profile` prints where a send's time goes
-(pyinstrument). Beside the wall time it prints the CPU time of the process and of its PostgreSQL
+worktree of an earlier commit) on the same servers; `--profile` prints where a send's and a job's
+time goes (pyinstrument). Beside the wall time it prints the CPU time of the process and of its PostgreSQL
 sessions (read from /proc, when PostgreSQL runs on this host): on a shared machine, the steadier
 measure. `--distinct` gives every send a new recipient, so no address is one the process already
 knows (emailsvc/addresses.py remembers recent ones). `--metrics-dir` counts metrics into files as
@@ -94,7 +94,13 @@ def main():
             services = get_services()
             LeanWorker([services.email_queue], connection=services.redis).work(burst=True, logging_level="WARNING")
 
+    if args.profile:
+        profiler = Profiler(interval=0.0002)
+        profiler.start()
     job = measure(work, args.messages + 20, sessions)
+    if args.profile:
+        profiler.stop()
+        print(profiler.output_text(show_all=False, color=False, time="percent_of_total"))
     accepted = f"per message accepted in batches of {args.batch}" if args.batch else "per accepted request"
     for label, (counts, seconds, cpu, pg_cpu) in ((accepted, accept), ("per delivery job", job)):
         pg_cpu = "unknown" if pg_cpu is None else f"{pg_cpu * 1000:.2f} ms"

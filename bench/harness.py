@@ -1,5 +1,6 @@
 """What every benchmark needs: the servers' URLs, processes it starts and always stops, and wrk."""
 
+import logging
 import os
 import re
 import shutil
@@ -89,6 +90,22 @@ def listens(port):
         return True
     except OSError:
         return False
+
+
+def log_to_file(log_dir):
+    """Send this process's log lines (the in-process app's requests and jobs) to bench.log in `log_dir`, not the
+    terminal: emailsvc logs to stderr only where nothing else was set up (emailsvc/logging_config.py)."""
+    handler = logging.FileHandler(os.path.join(log_dir, "bench.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def run_to_end(args, env, name, log_dir):
+    """Run a process to its end, its output in `name`.log in `log_dir`; raise if it fails."""
+    with open(os.path.join(log_dir, f"{name}.log"), "ab") as log:
+        subprocess.run(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
 @contextmanager

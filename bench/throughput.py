@@ -33,10 +33,12 @@ from harness import (
     gunicorn,
     listens,
     load_average,
+    log_to_file,
     relay,
     relay_reset,
     relay_stats,
     rss_mb,
+    run_to_end,
     smtp_sink,
     started,
     tree_rss_mb,
@@ -81,6 +83,7 @@ class Bench:
         redis_db = redis_db or os.environ.get("BENCH_REDIS_DB", "10")
         self.db_url, self.redis_url = f"{pg}/{db}", f"{redis}/{redis_db}"
         self.log_dir = log_dir
+        log_to_file(log_dir)  # the requests that queue the messages log a line each
         self.sink_port = free_port()
         self.env = {
             **os.environ,
@@ -243,11 +246,11 @@ def delivery(bench):
         for i, pid in enumerate(children(worker.pid)):
             memory[f"worker process {i + 1}"] = rss_mb(pid)
     bench.sql("UPDATE emails SET status = 'PENDING', sent_at = NULL")
-    subprocess.run([PYTHON, "bench/bare_delivery.py", bench.db_url, str(bench.sink_port)], cwd=ROOT, check=True)
+    run_to_end([PYTHON, "bench/bare_delivery.py", bench.db_url, str(bench.sink_port)], None, "bare", bench.log_dir)
     bare = bench.delivery_rate(MESSAGES)
     bench.reset()
     bench.queue_messages(FORKING_MESSAGES)
-    subprocess.run([PYTHON, "bench/forking_worker.py"], cwd=ROOT, env=bench.env, check=True)
+    run_to_end([PYTHON, "bench/forking_worker.py"], bench.env, "forking", bench.log_dir)
     forking = bench.delivery_rate(FORKING_MESSAGES)
     bench.add(
         "delivery",
@@ -324,16 +327,14 @@ def end_to_end(bench):
     return memory
 
 
-def costs(bench):
+def costs(bench, log_dir):
     """Section 4: round trips and time of one accepted request and one delivery job (bench/costs.py)."""
     db, redis_db = bench.db_url.rsplit("/", 1)[1], bench.redis_url.rsplit("/", 1)[1]
-    counted = subprocess.run(
-        [PYTHON, "bench/costs.py", "--sink-port", str(bench.sink_port), "--db", db, "--redis", redis_db],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    with open(os.path.join(log_dir, "costs.log"), "ab") as log:  # its app's and worker's lines
+        counted = subprocess.run(
+            [PYTHON, "bench/costs.py", "--sink-port", str(bench.sink_port), "--db", db, "--redis", redis_db],
+            cwd=ROOT, check=True, stdout=subprocess.PIPE, stderr=log, text=True,
+        ).stdout  # fmt: skip
     for line in counted.splitlines():
         bench.add(*line.split(": ", 1))
     bench.reset()
@@ -362,7 +363,7 @@ def main():
         if "end-to-end" in sections:
             memory.update(end_to_end(bench))
         if "costs" in sections:
-            costs(bench)
+            costs(bench, log_dir)
     if memory:
         bench.add("memory (RSS)", ", ".join(f"{name} {mb:.0f} MiB" for name, mb in memory.items()))
     print(f"\n(ran {time.monotonic() - started_at:.0f} s; at the end, {load_average()})")

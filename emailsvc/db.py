@@ -3,7 +3,6 @@
 import os
 import re
 import threading
-import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +34,42 @@ CONNECT_OPTIONS = {
 }
 
 
+class Connection(psycopg2.extensions.connection):
+    """A psycopg2 connection that remembers the statements prepared on its session (see Prepared)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepared = set()
+
+
+class Prepared:
+    """A statement PostgreSQL parses and plans once per session instead of on every execution.
+
+    For the statements every message runs: the accept path's insert (a dozen CTEs, whose parsing and
+    planning cost PostgreSQL more CPU than running them), the sending claim and its outcome (planning took
+    about a third of their server time; docs/performance.md). `sql` takes psycopg2's %(name)s parameters;
+    `types` gives each one's SQL type, which PREPARE needs where a parameter is used as two types
+    (`%(id)s::text` beside `id = %(id)s`). A session prepares it on its first use (once, one round trip).
+    """
+
+    def __init__(self, name, sql, **types):
+        self.name, self.sql, self.order = name, sql, list(types)
+        body = re.sub(r"%\((\w+)\)s", lambda m: f"${self.order.index(m.group(1)) + 1}", sql).replace("%%", "%")
+        self.prepare = f"PREPARE {name} ({', '.join(types.values())}) AS {body}"
+        self.execute_sql = f"EXECUTE {name} ({', '.join(f'%({n})s' for n in self.order)})"
+
+    def execute(self, cur, params):
+        """Run the statement on `cur` with `params` (a dict); its results are read from `cur` as usual."""
+        prepared = getattr(cur.connection, "prepared", None)
+        if prepared is None:  # a connection not from a Database pool: plain SQL
+            cur.execute(self.sql, params)
+            return
+        if self.name not in prepared:
+            cur.execute(self.prepare)
+            prepared.add(self.name)
+        cur.execute(self.execute_sql, params)
+
+
 class DatabaseUnavailable(ServiceUnavailable):
     """PostgreSQL cannot be reached or dropped the connection."""
 
@@ -56,7 +91,9 @@ class Database:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    pool = psycopg2.pool.ThreadedConnectionPool(0, self.max_connections, self.url, **CONNECT_OPTIONS)
+                    pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self.max_connections, self.url, connection_factory=Connection, **CONNECT_OPTIONS
+                    )
                     # psycopg2 closes every returned connection beyond `minconn`, so with 0 each query
                     # would pay a new connection. Raised after construction, it keeps them all for reuse
                     # without opening any up front (a server that is down then fails a request, not the pool).
@@ -99,6 +136,13 @@ class Database:
                 raise
             cur.execute("COMMIT")
 
+    def close(self):
+        """Close every pooled connection, and with them any session lock they hold; the next cursor opens anew."""
+        with self._lock:
+            pool, pid, self._pool, self._pid = self._pool, self._pid, None, None
+        if pool is not None and pid == os.getpid():  # never a parent's connections, inherited by a fork
+            pool.closeall()
+
     def ping(self):
         """Return True when the database answers."""
         try:
@@ -107,34 +151,6 @@ class Database:
             return True
         except DatabaseUnavailable:
             return False
-
-
-class Prepared:
-    """A statement PostgreSQL parses and plans once per connection (PREPARE) and then only runs (EXECUTE).
-
-    For the statements of the hot paths: the accept path's insert is a dozen CTEs, whose parsing and
-    planning cost PostgreSQL more CPU than running them. `types` maps each named parameter of `sql`
-    (`%(name)s`) to its PostgreSQL type, in the order EXECUTE passes them.
-    """
-
-    _done = weakref.WeakKeyDictionary()  # connection -> the names prepared on it
-
-    def __init__(self, name, sql, types):
-        order = list(types)
-        positional = re.sub(r"%\((\w+)\)s", lambda m: f"${order.index(m.group(1)) + 1}", sql)
-        # PREPARE runs without parameters, so psycopg2 leaves its text alone: a literal %% becomes % here.
-        self.prepare = f"PREPARE {name} ({', '.join(types.values())}) AS {positional}".replace("%%", "%")
-        self.execute = f"EXECUTE {name} ({', '.join(f'%({p})s' for p in order)})"
-        self.name = name
-
-    def run(self, cur, params):
-        """Execute on `cur` with the named `params`; the first time on its connection, prepare it first (one
-        round trip more, once per connection: a failed EXECUTE leaves the statement prepared)."""
-        done = self._done.setdefault(cur.connection, set())
-        if self.name not in done:
-            cur.execute(self.prepare)
-            done.add(self.name)
-        cur.execute(self.execute, params)
 
 
 def create_database(url):

@@ -13,8 +13,10 @@ import re
 import smtplib
 import ssl
 from dataclasses import dataclass, field
+from email import policy
 from email.errors import MessageError
 from email.generator import BytesGenerator
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
 
@@ -29,9 +31,37 @@ UNKNOWN_OUTCOME = (
 )
 
 
+class HeaderClasses(HeaderRegistry):
+    """The email package's header registry, keeping the class it makes for each header name.
+
+    The stock registry builds a new class (`type(...)`) each time a header is set, read or counted
+    against its maximum: ~30 µs a time, a third of building and serialising a small message. The
+    classes are the same, so the headers parse, fold and serialise to the same bytes.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._classes = {}
+
+    def __getitem__(self, name):
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+    def map_to_type(self, name, cls):
+        super().map_to_type(name, cls)
+        self._classes.clear()
+
+
+# The email package's default policy (what EmailMessage() uses), with the header classes kept.
+POLICY = policy.default.clone(header_factory=HeaderClasses())
+
+
 def build_message(row):
     """Return the EmailMessage for a log row: text, html or multipart/alternative, with a stable Message-ID."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = row["from_addr"]
     msg["To"] = ", ".join(row["to_addrs"])
     if row["cc_addrs"]:

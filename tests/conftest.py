@@ -201,7 +201,12 @@ def clean_state(database, smtp):
 def app(settings):
     app = create_app(settings)
     yield app
-    app.extensions["emailsvc"].mailers.close()
+    services = app.extensions["emailsvc"]
+    services.mailers.close()
+    # Closed now, not whenever the app is collected: a session lock a test left on a pooled connection
+    # would otherwise hold into the tests after it.
+    services.db.close()
+    services.read_db.close()
 
 
 @pytest.fixture

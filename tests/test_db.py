@@ -3,6 +3,7 @@
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+from conftest import wait_for
 
 from emailsvc.db import Database, Prepared, init_db
 
@@ -57,13 +58,13 @@ def _drop_database(url):
 
 
 def test_a_prepared_statement_runs_again_on_its_connection_after_it_failed(database):
-    divide = Prepared("test_divide", "SELECT 12 / %(by)s AS quotient, %(by)s AS by", {"by": "integer"})
+    divide = Prepared("test_divide", "SELECT 12 / %(by)s AS quotient, %(by)s AS by", by="integer")
     db = Database(database, max_connections=1)
     answers = []
     for by in (3, 0, 4):
         try:
             with db.cursor() as cur:
-                divide.run(cur, {"by": by})
+                divide.execute(cur, {"by": by})
                 answers.append(cur.fetchone()["quotient"])
         except psycopg2.errors.DivisionByZero:
             answers.append("refused")
@@ -71,3 +72,43 @@ def test_a_prepared_statement_runs_again_on_its_connection_after_it_failed(datab
         cur.execute("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = 'test_divide'")
         assert cur.fetchone()["n"] == 1  # prepared once on the one connection, the failure included
     assert answers == [4, "refused", 3]
+
+
+def test_closing_the_database_ends_its_sessions_and_their_locks(database):
+    db = Database(database)
+    with db.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(4242, 1), pg_backend_pid() AS pid")
+        pid = cur.fetchone()["pid"]
+    db.close()
+    conn = psycopg2.connect(database)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+
+        def lock_taken():  # the server ends the session once it reads the closed socket, soon but not at once
+            cur.execute("SELECT pg_try_advisory_lock(4242, 1)")
+            return cur.fetchone()[0]
+
+        wait_for(lock_taken, message="the closed session's lock to be released")
+        cur.execute("SELECT pg_advisory_unlock(4242, 1)")
+    conn.close()
+    with db.cursor() as cur:  # the next cursor opens a connection anew
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        assert cur.fetchone()["pid"] != pid
+    db.close()
+
+
+def test_a_prepared_statement_is_prepared_once_per_session_and_answers_like_the_plain_one(database):
+    statement = Prepared("test_prepared", "SELECT %(id)s::text AS text, %(id)s = %(other)s AS same", id="uuid",
+                         other="uuid")  # fmt: skip
+    ids = {"id": "6f1c3e1e-0b5a-4bb1-9a43-2a4cc1b1e0a1", "other": "6f1c3e1e-0b5a-4bb1-9a43-2a4cc1b1e0a1"}
+    db = Database(database, max_connections=1)
+    with db.cursor() as cur:
+        for _ in range(3):
+            statement.execute(cur, ids)
+            assert cur.fetchone() == {"text": ids["id"], "same": True}
+        cur.execute("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = 'test_prepared'")
+        assert cur.fetchone()["n"] == 1
+    db.close()
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:  # not a pool's connection: plain SQL
+        statement.execute(cur, ids)
+        assert cur.fetchone() == (ids["id"], True)

@@ -1,8 +1,11 @@
 """The SMTP conversation against relays that misbehave: a connection dropped before or after DATA, a
 timeout after the message was sent, a bad greeting, STARTTLS or AUTH missing, a claim lost mid-send."""
 
+import re
 import socket
 import threading
+from datetime import UTC, datetime
+from email import policy
 
 import psycopg2
 import pytest
@@ -10,8 +13,9 @@ from aiosmtpd.smtp import AuthResult
 from conftest import PYTHON, log_of, make_key, run_jobs, wait_for
 from conftest import send_ok as send
 
-from emailsvc import create_app
+from emailsvc import create_app, mailer
 from emailsvc.jobs import ClaimLost, deliver
+from emailsvc.mailer import message_content
 from emailsvc.queries.emails import SENDING_LOCK
 from emailsvc.reconciler import reconcile
 
@@ -136,7 +140,10 @@ def test_auth_not_offered_is_retried_and_mail_flows_once_the_relay_is_fixed(sett
     assert wait_for(lambda: client.get("/readyz").get_json()["smtp"]["ok"], message="readyz to show the relay ok")
 
 
-def test_a_worker_that_lost_its_claim_before_data_sends_nothing(client, auth, app, smtp, database):
+def test_a_worker_that_lost_its_claim_before_data_sends_nothing(settings, smtp, database):
+    # The relay holds RCPT until the reconciler has taken the message back: a wait the test's own deadlines
+    # bound (two wait_for), which must not also run into the worker's SMTP timeout, however slow the machine.
+    app, client, auth = app_for(settings, SMTP_TIMEOUT="120")
     smtp.rcpt_gate = gate = threading.Event()
     email_id = send(client, auth)
     raised = []
@@ -181,3 +188,32 @@ def _lock_holder(cur):
 def _reconcile(app):
     with app.app_context():
         return reconcile(0)
+
+
+ROW = {"from_addr": "Shop <shop@example.com>", "to_addrs": ["Reader <reader@example.com>"], "cc_addrs": [],
+       "reply_to": None, "subject": "Your order has shipped", "scheduled_at": None,
+       "created_at": datetime(2026, 12, 3, 9, 30, tzinfo=UTC), "message_id": "<42@example.com>", "headers": {},
+       "body": "Hello", "html": None}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"subject": "Ihre Bestellung ist unterwegs — Grüße", "from_addr": "Café Müller <cafe@example.com>"},
+        {
+            "subject": "A subject long enough to be folded " * 5,
+            "to_addrs": [f"R{i} <r{i}@example.com>" for i in range(9)],
+        },
+        {"html": "<p>Hello</p>", "cc_addrs": ["c@example.com"], "reply_to": "Help <help@example.com>"},
+        {"body": None, "html": "<p>é</p>" * 200, "headers": {"X-Campaign": "nov", "List-Unsubscribe": "<mailto:u@x>"}},
+        {"to_addrs": ["用户@例子.广告"], "subject": "国际"},
+    ],
+)
+def test_a_message_is_the_same_bytes_the_email_packages_own_policy_makes(monkeypatch, changes):
+    row, recipients = {**ROW, **changes}, ["reader@example.com"]
+    ours = message_content(row, recipients)
+    monkeypatch.setattr(mailer, "POLICY", policy.default)  # EmailMessage() as the email package builds it
+    theirs = message_content(row, recipients)
+    boundary = re.compile(rb"={15}\d+==")  # multipart boundaries are random
+    assert boundary.sub(b"B", ours[0]) == boundary.sub(b"B", theirs[0]) and ours[1] == theirs[1]

@@ -2,10 +2,14 @@
 
 import threading
 
-from conftest import BurstWorker, wait_for
+from conftest import TEST_REDIS_URL, BurstWorker, wait_for
+from redis import Redis
+from rq import SimpleWorker
 from rq.exceptions import StopRequested
+from rq.executions import Execution
+from rq.suspension import resume, suspend
 
-from emailsvc.rq_worker import ThreadWorker
+from emailsvc.rq_worker import LeanWorker, ThreadWorker
 from emailsvc.services import get_services
 
 VALID = {"to": "alice@example.com", "subject": "Hello", "body": "Hi Alice"}
@@ -53,3 +57,55 @@ def test_a_job_that_arrives_as_a_loop_is_told_to_stop_goes_back_to_the_front_of_
         assert outcome and isinstance(outcome[0], StopRequested)  # it did not take the message
         assert queue.get_job_ids() == [email_id]  # which waits, first in line, for the next worker
         assert services.redis.llen(queue.intermediate_queue_key) == 0
+
+
+def _redis_after_one_job(app, worker_class):
+    """Run the one queued job with a stale execution of it left by a killed worker; return what Redis keeps."""
+    with app.app_context():
+        services = get_services()
+        redis, queue = services.redis, services.email_queue
+        [job] = queue.get_jobs()
+        with redis.pipeline() as pipe:  # the execution a worker killed mid-job leaves behind
+            stale = Execution.create(job, 300, pipeline=pipe, worker_name="killed")
+            pipe.execute()
+        worker = worker_class([queue], connection=redis)
+        worker.subscribe = lambda: None  # no command channel in a burst
+        worker.work(burst=True)
+        keys = {key.decode().replace(worker.name, "WORKER").replace(job.id, "JOB") for key in redis.keys("rq:*")}
+        counts = redis.hmget(worker.key, "successful_job_count", "failed_job_count")
+        stale_left = redis.sismember(stale.worker_executions_key, stale.composite_key)
+        return keys, counts, stale_left, float(redis.hget(worker.key, "total_working_time"))
+
+
+def test_a_finished_job_leaves_redis_as_rqs_own_worker_leaves_it(client, auth, app, smtp):
+    # LeanWorker finishes a job in one script of its own (FINISH_JOB); RQ's SimpleWorker is the reference.
+    # Run on another RQ version, this tells whether the script still writes what RQ writes.
+    results = []
+    for worker_class in (SimpleWorker, LeanWorker):
+        assert client.post("/email/send", json=VALID, headers=auth).status_code == 201
+        results.append(_redis_after_one_job(app, worker_class))
+        Redis.from_url(TEST_REDIS_URL).flushdb()
+    (rq_keys, rq_counts, rq_stale, rq_time), (keys, counts, stale, working_time) = results
+    assert keys == rq_keys and not any("JOB" in key for key in keys)  # the job, its executions: all gone
+    assert counts == rq_counts == [b"1", None] and not stale and not rq_stale
+    assert working_time > 0 and rq_time > 0
+    assert len(smtp.received) == 2
+
+
+def test_rq_suspend_during_a_job_stops_the_worker_before_the_next(client, auth, app, smtp):
+    # The suspension check rides with the idle state written after each job: it must still see `rq suspend`.
+    for _ in range(2):
+        assert client.post("/email/send", json=VALID, headers=auth).status_code == 201
+
+    class SuspendedMidJob(BurstWorker):
+        def perform_job(self, job, queue, execution):
+            suspend(self.connection)  # as `rq suspend` from an operator's shell, while the job runs
+            return super().perform_job(job, queue, execution)
+
+    with app.app_context():
+        services = get_services()
+        SuspendedMidJob([services.email_queue], connection=services.redis).work(burst=True)
+        assert len(smtp.received) == 1 and services.email_queue.count == 1  # the second waits
+        resume(services.redis)
+        BurstWorker([services.email_queue], connection=services.redis).work(burst=True)
+    assert len(smtp.received) == 2

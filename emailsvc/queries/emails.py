@@ -77,7 +77,7 @@ INSERT_TYPES = {"rows": "jsonb", "project_id": "bigint", "contents": "jsonb"}  #
 INSERT_EMAILS = Prepared(
     "insert_emails",
     f"WITH {INPUT_CTE}, {SUPPRESSED_CTE}, {INSERT_EMAIL_CTE.replace('GUARD', NONE_SUPPRESSED)} {SELECT_INSERTED}",
-    INSERT_TYPES,
+    **INSERT_TYPES,
 )
 # datetimes and UUIDs as PostgreSQL reads them back (str is ISO 8601 with its offset).
 _dumps = functools.partial(json.dumps, default=str, separators=(",", ":"))
@@ -133,7 +133,7 @@ def insert_emails(cur, project_id, emails, suppression_keys):
     `suppression_keys` are each message's recipients as the suppression list spells them. Return
     (the rows in order, {}), or ([], {index of a message: its suppressed addresses, sorted}).
     """
-    INSERT_EMAILS.run(cur, insert_parameters(project_id, emails, suppression_keys))
+    INSERT_EMAILS.execute(cur, insert_parameters(project_id, emails, suppression_keys))
     return inserted_or_suppressed(cur, emails)
 
 
@@ -209,6 +209,28 @@ class Claim(NamedTuple):
     due_in: float | None  # seconds until a SCHEDULED message not claimed is due (<= 0: due), else None
 
 
+# The claim (claim_for_sending): every message runs it, so PostgreSQL plans it once per session.
+CLAIM = Prepared(
+    "emailsvc_claim",
+    f"""WITH l AS (SELECT pg_try_advisory_lock(%(lock)s, hashtext(%(id)s::text)) AS locked), e AS (
+        UPDATE emails SET attempts = attempts + 1, updated_at = now(),
+            status = CASE WHEN status IN ('PENDING', 'SCHEDULED') THEN 'SENDING' ELSE status END
+        WHERE id = %(id)s AND (SELECT locked FROM l) AND (
+            status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()) OR {WAITING_FOR_RETRY}
+        ) RETURNING {EMAIL_SQL}
+    ), ev AS (
+        INSERT INTO email_events (email_id, type) SELECT id, 'sending' FROM e
+    )
+    SELECT l.locked,
+           (SELECT extract(epoch FROM scheduled_at - now())::float FROM emails
+            WHERE id = %(id)s AND status = 'SCHEDULED') AS due_in,
+           {E_EMAIL_SQL}
+    FROM l LEFT JOIN e ON true""",
+    id="uuid",
+    lock="integer",
+)
+
+
 def claim_for_sending(cur, email_id):
     """Take the sending lock and claim a message waiting to be sent, counting the attempt, in one statement.
 
@@ -217,23 +239,7 @@ def claim_for_sending(cur, email_id):
     worker killed mid-send loses it at once, which is how the reconciler tells an abandoned attempt
     from one a live worker is making. `due_in` lets a job that RQ started early wait for the time.
     """
-    cur.execute(
-        f"""WITH l AS (SELECT pg_try_advisory_lock(%(lock)s, hashtext(%(id)s::text)) AS locked), e AS (
-                UPDATE emails SET attempts = attempts + 1, updated_at = now(),
-                    status = CASE WHEN status IN ('PENDING', 'SCHEDULED') THEN 'SENDING' ELSE status END
-                WHERE id = %(id)s AND (SELECT locked FROM l) AND (
-                    status = 'PENDING' OR (status = 'SCHEDULED' AND scheduled_at <= now()) OR {WAITING_FOR_RETRY}
-                ) RETURNING {EMAIL_SQL}
-            ), ev AS (
-                INSERT INTO email_events (email_id, type) SELECT id, 'sending' FROM e
-            )
-            SELECT l.locked,
-                   (SELECT extract(epoch FROM scheduled_at - now())::float FROM emails
-                    WHERE id = %(id)s AND status = 'SCHEDULED') AS due_in,
-                   {E_EMAIL_SQL}
-            FROM l LEFT JOIN e ON true""",
-        {"id": email_id, "lock": SENDING_LOCK},
-    )
+    CLAIM.execute(cur, {"id": email_id, "lock": SENDING_LOCK})
     row = cur.fetchone()
     locked, due_in = row.pop("locked"), row.pop("due_in")
     return Claim(locked, row if row["id"] is not None else None, due_in)
@@ -261,6 +267,42 @@ def holds_sending_lock(cur, email_id):
     return cur.fetchone()["held"]
 
 
+# The outcome (record_attempt): every attempt runs it, so PostgreSQL plans it once per session.
+RECORD = Prepared(
+    "emailsvc_record_attempt",
+    f"""WITH e AS (
+        UPDATE emails SET
+            status = coalesce(%(status)s, status),
+            recipients = (
+                SELECT jsonb_agg(CASE WHEN %(changes)s::jsonb ? (n - 1)::text
+                                      THEN r || (%(changes)s::jsonb -> (n - 1)::text)
+                                             || jsonb_build_object('updated_at', now())
+                                      ELSE r END ORDER BY n)
+                FROM jsonb_array_elements(recipients) WITH ORDINALITY x(r, n)),
+            retry_pending = %(retry_pending)s,
+            last_error = %(last_error)s,
+            error_message = %(error_message)s,
+            smtp_response = coalesce(%(smtp_response)s, smtp_response),
+            sent_at = CASE WHEN %(status)s = 'SENT' THEN now() ELSE sent_at END,
+            failed_at = CASE WHEN %(status)s = 'FAILED' THEN now() ELSE failed_at END,
+            updated_at = now()
+        WHERE id = %(id)s AND CASE WHEN %(was_sending)s THEN status = 'SENDING' ELSE {WAITING_FOR_RETRY} END
+        RETURNING {EMAIL_SQL}
+    ), ev AS (
+        INSERT INTO email_events (email_id, type, detail)
+        SELECT e.id, x.ev->>'type', x.ev->>'detail'
+        FROM e, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY x(ev, n) ORDER BY x.n
+    ), suppressed AS (
+        INSERT INTO suppressions (project_id, address, reason, email_id)
+        SELECT e.project_id, unnest(%(suppress)s::text[]), 'hard_bounce', e.id FROM e
+        ON CONFLICT (project_id, address) DO NOTHING
+    ), {QUEUE_WEBHOOK_TYPES}{RELEASE_AND_SELECT}""",
+    id="uuid", lock="integer", was_sending="boolean", status="text", changes="jsonb", retry_pending="boolean",
+    last_error="jsonb", error_message="text", smtp_response="text", events="jsonb", suppress="text[]",
+    webhook_types="text[]",
+)  # fmt: skip
+
+
 def record_attempt(cur, email_id, record, was_sending):
     """Record an attempt's AttemptRecord (emailsvc/recipients.py) in one statement, and release the sending lock.
 
@@ -269,34 +311,8 @@ def record_attempt(cur, email_id, record, was_sending):
     `was_sending`: the claim made the row SENDING; else it was a SENT message's background retry.
     Return the row's id, or None when it had been taken away from this attempt.
     """
-    cur.execute(
-        f"""WITH e AS (
-                UPDATE emails SET
-                    status = coalesce(%(status)s, status),
-                    recipients = (
-                        SELECT jsonb_agg(CASE WHEN %(changes)s::jsonb ? (n - 1)::text
-                                              THEN r || (%(changes)s::jsonb -> (n - 1)::text)
-                                                     || jsonb_build_object('updated_at', now())
-                                              ELSE r END ORDER BY n)
-                        FROM jsonb_array_elements(recipients) WITH ORDINALITY x(r, n)),
-                    retry_pending = %(retry_pending)s,
-                    last_error = %(last_error)s,
-                    error_message = %(error_message)s,
-                    smtp_response = coalesce(%(smtp_response)s, smtp_response),
-                    sent_at = CASE WHEN %(status)s = 'SENT' THEN now() ELSE sent_at END,
-                    failed_at = CASE WHEN %(status)s = 'FAILED' THEN now() ELSE failed_at END,
-                    updated_at = now()
-                WHERE id = %(id)s AND CASE WHEN %(was_sending)s THEN status = 'SENDING' ELSE {WAITING_FOR_RETRY} END
-                RETURNING {EMAIL_SQL}
-            ), ev AS (
-                INSERT INTO email_events (email_id, type, detail)
-                SELECT e.id, x.ev->>'type', x.ev->>'detail'
-                FROM e, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY x(ev, n) ORDER BY x.n
-            ), suppressed AS (
-                INSERT INTO suppressions (project_id, address, reason, email_id)
-                SELECT e.project_id, unnest(%(suppress)s::text[]), 'hard_bounce', e.id FROM e
-                ON CONFLICT (project_id, address) DO NOTHING
-            ), {QUEUE_WEBHOOK_TYPES}{RELEASE_AND_SELECT}""",
+    RECORD.execute(
+        cur,
         {
             "id": email_id,
             "lock": SENDING_LOCK,

@@ -24,8 +24,8 @@ INSERT_EMAILS_ONCE = Prepared("insert_emails_once", f"""WITH {INPUT_CTE}, {SUPPR
             WHERE idempotency_keys.created_at <= now() - make_interval(hours => %(ttl)s)
         RETURNING email_id
     ), {INSERT_EMAIL_CTE.replace("GUARD", "EXISTS (SELECT FROM k)")}
-    {SELECT_INSERTED}""", {**INSERT_TYPES, "api_key_id": "bigint", "key": "text", "request_hash": "bytea",
-                           "ids": "uuid[]", "ttl": "integer"})  # fmt: skip
+    {SELECT_INSERTED}""", **INSERT_TYPES, api_key_id="bigint", key="text", request_hash="bytea", ids="uuid[]",
+                           ttl="integer")  # fmt: skip
 
 
 def insert_emails_once(cur, project_id, emails, suppression_keys, api_key_id, key, request_hash):
@@ -37,7 +37,7 @@ def insert_emails_once(cur, project_id, emails, suppression_keys, api_key_id, ke
     concurrent requests: the first insert wins, the others wait for it to commit and then insert
     nothing. An expired record is taken over.
     """
-    INSERT_EMAILS_ONCE.run(
+    INSERT_EMAILS_ONCE.execute(
         cur,
         {
             **insert_parameters(project_id, emails, suppression_keys),
