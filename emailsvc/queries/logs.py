@@ -19,6 +19,9 @@ FILTERS = {
 }
 # The filters only the log's own rows can answer.
 LOG_COLUMN_FILTERS = ("status", "from_addr")
+# The filters with an index of their own, each in the log's order: the date range only narrows the one read,
+# while two of these together match where two indexes meet (an intersection).
+INDEXED_FILTERS = ("status", "to", "from_addr")
 # `to` beside one of those: the project's recipients' rows joined to their messages by id alone. Joined on
 # created_at too, the planner would multiply both selectivities, expect no match, and hash both sides (0.3 s
 # at 5M rows) instead of walking the recipients' index in order until the page is full (2 ms).
