@@ -21,9 +21,9 @@ from .queries.logs import (
 
 # Above this many matches a filtered total is the planner's estimate, flagged `total_exact: false`.
 EXACT_TOTAL_LIMIT = 10_000
-# The same for two or more of status, to and from together: counting n matches of filters matching fractions
-# a and b of the project reads about n / b entries of one index and checks each against the other (n / (a * b)
-# rows of the log), 400 per match for two filters of 5% each (docs/performance.md).
+# The same for two or more of status, to and from together, which match where their indexes meet: counting n matches
+# of two filters that each match 5% of a project (1 message in 400 matches both) reads about 20 n entries of each
+# index, and the whole of one when the planner hashes it (docs/performance.md).
 COMBINED_EXACT_TOTAL_LIMIT = 1_000
 
 
