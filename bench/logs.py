@@ -182,6 +182,7 @@ def cases(url, project, rows, zone):
     both = "to=audit@example.com&status=FAILED"  # two filters of 5% each: 1 row in 400 matches both
     rare = "to=audit@example.com&status=COMPLAINED"  # 5% and 0.2%: 1 in 10,000, under the combined exact limit
     from_and_status = "status=FAILED&from=shop@example.com"  # 5% and 20%, both columns of the log
+    three = f"{both}&from=shop@example.com"  # every message to audit@ is from shop@: 1 in 400, as `both`
     return [
         ("offset page 1 (with exact total)", "/email/logs?page=1&limit=10", "ratio"),
         ("offset page at 90% depth", f"/email/logs?page={deep // 10 + 1}&limit=10", "ms"),
@@ -203,6 +204,7 @@ def cases(url, project, rows, zone):
             f"/email/logs?page=1&limit=10&{from_and_status}",
             "ratio",
         ),
+        ("filtered to, status and from, offset page 1", f"/email/logs?page=1&limit=10&{three}", "ratio"),
         (f"today's counts (tz={zone})", f"/email/logs?limit=1&tz={quote(zone)}", "ratio"),
     ]
 

@@ -27,20 +27,31 @@ INDEXED_FILTERS = ("status", "to", "from_addr")
 # at 5M rows) instead of walking the recipients' index in order until the page is full (2 ms).
 TO_AND_LOG_COLUMNS = """(
         SELECT r.project_id, r.address, r.created_at, r.id, e.status, e.from_addr
-        FROM email_recipient_addresses r JOIN emails e ON e.project_id = r.project_id AND e.id = r.id
+        FROM email_recipient_addresses r JOIN emails e ON e.project_id = r.project_id AND e.id = r.id{in_order}
     ) matching"""
+# Counting that join: joined on created_at too, both indexes are walked side by side in the log's order (a merge
+# join) until the cap is met, about 20 entries of each per match of two filters of 5% (11 ms for 1,001 at 5M rows).
+# Left to itself the planner hashes every match of the log's column first whatever the cap (0.1 s at 5M), or
+# splits the walk between workers that each read as far; these settings hold for the count's statement alone.
+IN_ORDER = " AND e.created_at = r.created_at"
+MERGE_IN_ORDER = "SET LOCAL enable_hashjoin = off; SET LOCAL max_parallel_workers_per_gather = 0;"
 PROJECT = "project_id = %(project_id)s"
 SINCE = "created_at >= %(since)s"
 BEFORE_POSITION = "(created_at, id) < (%(before_at)s, %(before_id)s)"
 
 
-def _matching(filters):
+def _joined(filters):
+    return filters.get("to") is not None and any(filters.get(name) is not None for name in LOG_COLUMN_FILTERS)
+
+
+def _matching(filters, in_order=False):
     """The table the filters read: the log; with `to`, the recipients' table alone when it answers every
-    filter (its index then pages and counts without reading a log row), else joined to the log."""
+    filter (its index then pages and counts without reading a log row), else joined to the log (`in_order`:
+    on created_at too)."""
     if filters.get("to") is None:
         return "emails"
-    if any(filters.get(name) is not None for name in LOG_COLUMN_FILTERS):
-        return TO_AND_LOG_COLUMNS
+    if _joined(filters):
+        return TO_AND_LOG_COLUMNS.format(in_order=IN_ORDER if in_order else "")
     return "email_recipient_addresses"
 
 
@@ -80,8 +91,11 @@ def select_newest_first(cur, project_id, filters, before, limit):
 
 def count_matching_up_to(cur, project_id, filters, cap):
     """Return how many of the project's rows match, counting no further than `cap` + 1 so the cost stays bounded."""
+    settings = MERGE_IN_ORDER if _joined(filters) else ""
     cur.execute(
-        f"SELECT count(*) AS n FROM (SELECT 1 FROM {_matching(filters)} WHERE {_where(filters)} LIMIT %(cap)s + 1) m",
+        f"""{settings} SELECT count(*) AS n FROM (
+                SELECT 1 FROM {_matching(filters, in_order=True)} WHERE {_where(filters)} LIMIT %(cap)s + 1
+            ) m""",
         {**filters, "project_id": project_id, "cap": cap},
     )
     return cur.fetchone()["n"]
