@@ -283,6 +283,15 @@ FILTERED = [
         ({"status": "FAILED", "to": "carol@example.com"}, [3]),
         ({"status": "SENT", "from": "billing@example.com", "to": "bob@example.com"}, [2]),
         ({"to": "bob@example.com", "created_after": (NOW - timedelta(days=2, hours=1)).isoformat()}, [1, 2]),
+        (
+            {
+                "to": "bob@example.com",
+                "status": "SENT",
+                "created_after": (NOW - timedelta(days=2, hours=1)).isoformat(),
+                "created_before": (NOW - timedelta(days=1)).isoformat(),
+            },
+            [1],
+        ),
     ],
 )
 def test_filters_alone_and_combined_in_both_modes(client, auth, database, params, expected):
