@@ -283,6 +283,15 @@ FILTERED = [
         ({"status": "FAILED", "to": "carol@example.com"}, [3]),
         ({"status": "SENT", "from": "billing@example.com", "to": "bob@example.com"}, [2]),
         ({"to": "bob@example.com", "created_after": (NOW - timedelta(days=2, hours=1)).isoformat()}, [1, 2]),
+        (
+            {
+                "to": "bob@example.com",
+                "status": "SENT",
+                "created_after": (NOW - timedelta(days=2, hours=1)).isoformat(),
+                "created_before": (NOW - timedelta(days=1)).isoformat(),
+            },
+            [1],
+        ),
     ],
 )
 def test_filters_alone_and_combined_in_both_modes(client, auth, database, params, expected):
@@ -307,6 +316,37 @@ def test_a_filtered_total_beyond_the_exact_limit_is_an_estimate_and_says_so(clie
         assert filtered["total_pages"] == -(-filtered["total"] // 10)
     everything = get_logs(client, auth, page=1)["pagination"]
     assert everything["total_exact"] is True and everything["total"] == 10001
+
+
+def test_a_combined_filter_counts_exactly_up_to_a_lower_limit(client, auth, database):
+    # 1,001 messages to b@example.com from a@example.com, all but the newest FAILED.
+    run_sql(
+        database,
+        """INSERT INTO emails (id, project_id, status, from_addr, to_addrs, subject, message_id, created_at)
+           SELECT gen_random_uuid(), (SELECT id FROM projects WHERE name = 'default'),
+                  CASE WHEN i = 1 THEN 'SENT' ELSE 'FAILED' END, 'A <a@example.com>', '{b@example.com}', 's', '<m>',
+                  now() - i * interval '1 second' FROM generate_series(1, 1001) AS i;
+           ANALYZE emails; ANALYZE email_recipient_addresses""",
+    )
+    since, until = (NOW - timedelta(days=1)).isoformat(), (NOW + timedelta(days=1)).isoformat()
+    over_the_limit = [
+        {"to": "b@example.com", "from": "a@example.com"},  # 1,001 matches of two filters
+        {"from": "a@example.com", "to": "B@example.com", "created_after": since},
+    ]
+    for params in over_the_limit:
+        over = get_logs(client, auth, page=1, **params)["pagination"]
+        assert over["total_exact"] is False and over["total"] >= 1001
+        assert over["total_pages"] == -(-over["total"] // 10)
+    exact = [
+        ({"to": "b@example.com", "status": "FAILED"}, 1000),  # two filters: exact up to 1,000
+        ({"status": "failed", "from": "a@example.com", "created_after": since}, 1000),
+        ({"to": "b@example.com", "from": "a@example.com", "status": "SENT"}, 1),
+        ({"to": "b@example.com"}, 1001),  # one filter, with or without the date range: exact up to 10,000
+        ({"from": "a@example.com", "created_after": since, "created_before": until}, 1001),
+    ]
+    for params, total in exact:
+        pagination = get_logs(client, auth, page=1, **params)["pagination"]
+        assert (pagination["total"], pagination["total_exact"]) == (total, True), params
 
 
 @pytest.mark.parametrize("fill_rows", [100_000, 1], ids=["one fill", "many small fills"])

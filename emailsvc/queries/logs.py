@@ -19,6 +19,10 @@ FILTERS = {
 }
 # The filters only the log's own rows can answer.
 LOG_COLUMN_FILTERS = ("status", "from_addr")
+DATE_RANGE = ("created_after", "created_before")
+# The filters with an index of their own, each in the log's order: the date range only narrows the one read,
+# while two of these together match where two indexes meet (an intersection).
+INDEXED_FILTERS = ("status", "to", "from_addr")
 # `to` beside one of those: the project's recipients' rows joined to their messages by id alone. Joined on
 # created_at too, the planner would multiply both selectivities, expect no match, and hash both sides (0.3 s
 # at 5M rows) instead of walking the recipients' index in order until the page is full (2 ms).
@@ -26,9 +30,31 @@ TO_AND_LOG_COLUMNS = """(
         SELECT r.project_id, r.address, r.created_at, r.id, e.status, e.from_addr
         FROM email_recipient_addresses r JOIN emails e ON e.project_id = r.project_id AND e.id = r.id
     ) matching"""
+# Counting that join: with `status`, the recipients' index and the status index are walked side by side in the
+# log's order (a merge join on created_at and id, index-only) until the cap is met, about 20 entries of each per
+# match of two filters of 5% (11 ms for 1,001 at 5M rows); `from` is then checked on the messages met alone,
+# by id. Left to itself the planner hashes every match of the status first whatever the cap (0.1 s at 5M), checks
+# `from` on every message of that status, or splits the walk between workers that each read as far: the
+# settings hold for the count's statement alone. The date range is spelled out for both indexes: the planner
+# carries an equality from one side of a join to the other, not a range.
+TO_COUNTED = (
+    "(SELECT r.project_id, r.address, r.created_at, r.id{columns} FROM email_recipient_addresses r{joins}) matching"
+)
+COUNTED_JOINS = {
+    "status": (
+        ", s.status",
+        " JOIN emails s ON (s.project_id, s.created_at, s.id) = (r.project_id, r.created_at, r.id){range}",
+    ),
+    "from_addr": (", f.from_addr", " JOIN emails f ON f.project_id = r.project_id AND f.id = r.id"),
+}
+MERGE_IN_ORDER = "SET LOCAL enable_hashjoin = off; SET LOCAL max_parallel_workers_per_gather = 0;"
 PROJECT = "project_id = %(project_id)s"
 SINCE = "created_at >= %(since)s"
 BEFORE_POSITION = "(created_at, id) < (%(before_at)s, %(before_id)s)"
+
+
+def _joined(filters):
+    return filters.get("to") is not None and any(filters.get(name) is not None for name in LOG_COLUMN_FILTERS)
 
 
 def _matching(filters):
@@ -36,9 +62,19 @@ def _matching(filters):
     filter (its index then pages and counts without reading a log row), else joined to the log."""
     if filters.get("to") is None:
         return "emails"
-    if any(filters.get(name) is not None for name in LOG_COLUMN_FILTERS):
+    if _joined(filters):
         return TO_AND_LOG_COLUMNS
     return "email_recipient_addresses"
+
+
+def _counted(filters):
+    """The table the filters' count reads: as _matching, but `to` beside the log's columns joined for counting."""
+    if not _joined(filters):
+        return _matching(filters)
+    given = [COUNTED_JOINS[name] for name in LOG_COLUMN_FILTERS if filters.get(name) is not None]
+    date_range = "".join(f" AND s.{FILTERS[name]}" for name in DATE_RANGE if filters.get(name) is not None)
+    joins = "".join(join for _, join in given).format(range=date_range)
+    return TO_COUNTED.format(columns="".join(column for column, _ in given), joins=joins)
 
 
 def _where(filters, *conditions):
@@ -77,8 +113,11 @@ def select_newest_first(cur, project_id, filters, before, limit):
 
 def count_matching_up_to(cur, project_id, filters, cap):
     """Return how many of the project's rows match, counting no further than `cap` + 1 so the cost stays bounded."""
+    settings = MERGE_IN_ORDER if _joined(filters) else ""
     cur.execute(
-        f"SELECT count(*) AS n FROM (SELECT 1 FROM {_matching(filters)} WHERE {_where(filters)} LIMIT %(cap)s + 1) m",
+        f"""{settings} SELECT count(*) AS n FROM (
+                SELECT 1 FROM {_counted(filters)} WHERE {_where(filters)} LIMIT %(cap)s + 1
+            ) m""",
         {**filters, "project_id": project_id, "cap": cap},
     )
     return cur.fetchone()["n"]
