@@ -26,6 +26,7 @@ from conftest import (
     wait_for,
 )
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -87,8 +88,20 @@ def sign_in(driver, key, path="/ui/"):
     wait_for(lambda: "/ui/sign-in" not in driver.current_url, message="the sign-in to finish")
 
 
+def texts(driver, css):
+    """The text of every element matching `css`, read again when the page was replaced while it was read."""
+
+    def read():
+        try:
+            return ([element.text for element in driver.find_elements(By.CSS_SELECTOR, css)],)
+        except StaleElementReferenceException:
+            return None
+
+    return wait_for(read, message=f"the text of {css}")[0]
+
+
 def text(driver):
-    return driver.find_element(By.TAG_NAME, "body").text
+    return texts(driver, "body")[0]
 
 
 def csp_violations(driver):
@@ -135,11 +148,15 @@ def test_an_operator_reads_the_log_a_message_and_its_preview_and_removes_a_suppr
     field.send_keys("carol@example.com")
     browser.find_element(By.CSS_SELECTOR, ".filters button").click()
     wait_for(lambda: "to=carol" in browser.current_url, message="the filtered log")
-    rows = browser.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
-    assert len(rows) == 1 and "Your order has shipped" in rows[0].text
+    wait_for(lambda: [row for row in texts(browser, "table.log tbody tr") if "Receipt" not in row],
+             message="the filtered log's rows")  # fmt: skip
+    rows = texts(browser, "table.log tbody tr")
+    assert len(rows) == 1 and "Your order has shipped" in rows[0]
     browser.save_screenshot(screens / "log-filtered.png")
 
-    rows[0].find_element(By.LINK_TEXT, "Your order has shipped").click()
+    browser.find_element(By.CSS_SELECTOR, "table.log tbody tr").find_element(
+        By.LINK_TEXT, "Your order has shipped"
+    ).click()
     wait_for(lambda: shipped in browser.current_url, message="the message page")
     page = text(browser)
     assert "carol@example.com" in page and "accepted" in page and "250" in page and "sent" in page
