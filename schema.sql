@@ -302,9 +302,10 @@ CREATE OR REPLACE TRIGGER emails_fill_recipients BEFORE INSERT ON emails
 -- update compute emails.sender again.
 CREATE OR REPLACE FUNCTION emails_settle_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- The addresses as an array, not a subquery: planned as a join (hashed, memoized), that costs 3 times as much.
     UPDATE email_recipient_addresses SET status = email_settled_status(NEW.status)
-    WHERE project_id = NEW.project_id AND address = ANY(SELECT email_addr_spec(a)
-                                                       FROM unnest(NEW.to_addrs || NEW.cc_addrs || NEW.bcc_addrs) a)
+    WHERE project_id = NEW.project_id
+      AND address = ANY(ARRAY(SELECT email_addr_spec(a) FROM unnest(NEW.to_addrs || NEW.cc_addrs || NEW.bcc_addrs) a))
       AND created_at = NEW.created_at AND id = NEW.id;
     RETURN NULL;
 END $$;
