@@ -14,8 +14,8 @@ from .rows import E_EMAIL_SQL
 
 # One constant fragment per filter, on the source's alias `{t}`; only the values travel, as parameters. The
 # address filters compare bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in
-# to, cc or bcc. email_recipient_addresses carries the message's project_id, sender, created_at and id under the
-# log's names, so every fragment but `status` reads the same on it.
+# to, cc or bcc. email_recipient_addresses carries the message's project_id, sender, settled status, created_at and
+# id under the log's names, so every fragment reads the same on it.
 FILTERS = {
     "status": "{t}.status = %(status)s",
     "to": "{t}.address = email_addr_spec(%(to)s)",
@@ -26,6 +26,9 @@ FILTERS = {
 DATE_RANGE = ("created_after", "created_before")
 # The filters with an index of their own, each in the log's order: the date range only narrows the one read.
 INDEXED_FILTERS = ("status", "to", "from_addr")
+# Statuses a message leaves within minutes: email_recipient_addresses does not follow them (schema.sql,
+# email_settled_status), and they are few, so the log's status index gives them beside `to`.
+UNSETTLED = ("SCHEDULED", "PENDING", "SENDING")
 PROJECT = "{t}.project_id = %(project_id)s"
 SINCE = "{t}.created_at >= %(since)s"
 BEFORE_POSITION = "({t}.created_at, {t}.id) < (%(before_at)s, %(before_id)s)"
@@ -39,7 +42,7 @@ MERGED = "{a} JOIN {b} ON (b.project_id, b.created_at, b.id) = (a.project_id, a.
 # The planner's estimate of the same: joined on the id alone, which it knows to be unique. On all three
 # columns it multiplies their selectivities and expects a thousandth of the matches.
 ESTIMATED = "{a} JOIN {b} ON b.id = a.id"
-# Where one source is RARE_SIDE times smaller than the other (a rare status beside a common address), the
+# Where one source is RARE_SIDE times smaller than the other (a rare status beside a common sender), the
 # walk reads the small one alone and looks each of its entries up in the other's index (index-only, every key
 # given): a rare pair costs what the rarer filter matches, not what the commoner one does. The LIMIT keeps the
 # look-up inside the walk (a nested loop), whatever the planner would guess.
@@ -48,11 +51,6 @@ PROBED = """{a} CROSS JOIN LATERAL (
         SELECT FROM {b} WHERE (b.project_id, b.created_at, b.id) = (a.project_id, a.created_at, a.id) AND {probe}
         LIMIT 1
     ) b"""
-
-
-# Statuses a message leaves within minutes: email_recipient_addresses does not follow them (schema.sql,
-# email_settled_status), and they are few, so the log's status index gives them beside `to`.
-UNSETTLED = ("SCHEDULED", "PENDING", "SENDING")
 
 
 def _sources(filters):
@@ -67,7 +65,8 @@ def _sources(filters):
 
 
 def two_indexes_meet(filters):
-    """Whether the filters' matches are where two indexes meet (`status` beside `to` or `from`)."""
+    """Whether the filters' matches are where two indexes meet: `status` beside `from`, an unsettled one beside
+    `to`, or all three."""
     return len(_sources(filters)) > 1
 
 
