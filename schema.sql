@@ -211,41 +211,59 @@ CREATE OR REPLACE FUNCTION email_addr_spec(address text) RETURNS text
 
 -- Every log query reads one project's rows, so every index of the log leads with project_id: a
 -- small project's pages and counts cost the same beside a big one as alone (docs/performance.md).
--- The indexes of before projects, the same without it, go.
+-- The indexes of before projects, the same without it, go, and so does the `from` index on the expression
+-- email_addr_spec(from_addr), which PostgreSQL cannot read index-only (replaced by the column below).
 DROP INDEX IF EXISTS emails_created_at_id_idx, emails_status_created_at_id_idx, emails_from_created_at_id_idx,
-    emails_recipients_idx, emails_sent_at_idx, emails_failed_at_idx;
+    emails_recipients_idx, emails_sent_at_idx, emails_failed_at_idx, emails_project_from_created_at_id_idx;
+-- The sender as the `from` filter compares it. Stored, so its index is read index-only (a count of `from`
+-- beside `status` meets the two indexes without reading a log row); computed on insert only, since nothing
+-- changes from_addr. Adding it to an existing log rewrites the table once (docs/performance.md).
+ALTER TABLE emails ADD COLUMN IF NOT EXISTS sender text GENERATED ALWAYS AS (email_addr_spec(from_addr)) STORED;
 -- Both pagination modes (oldest first by offset, newest first by cursor), created_after/before,
 -- today's `created` count, and the index-only skip of a deep offset page.
 CREATE INDEX IF NOT EXISTS emails_project_created_at_id_idx ON emails (project_id, created_at, id);
 -- The `status` filter in either order, without sorting.
 CREATE INDEX IF NOT EXISTS emails_project_status_created_at_id_idx ON emails (project_id, status, created_at, id);
 -- The `from` filter in either order, without sorting.
-CREATE INDEX IF NOT EXISTS emails_project_from_created_at_id_idx
-    ON emails (project_id, email_addr_spec(from_addr), created_at, id);
+CREATE INDEX IF NOT EXISTS emails_project_sender_created_at_id_idx ON emails (project_id, sender, created_at, id);
 -- Today's `sent` count; unsent rows stay out of the index.
 CREATE INDEX IF NOT EXISTS emails_project_sent_at_idx ON emails (project_id, sent_at) WHERE sent_at IS NOT NULL;
 -- Today's `failed` count; rows that did not fail stay out of the index.
 CREATE INDEX IF NOT EXISTS emails_project_failed_at_idx ON emails (project_id, failed_at) WHERE failed_at IS NOT NULL;
 
+-- A message's status once it has settled (sent, failed, canceled, or any outcome after sending), NULL while
+-- it is scheduled, pending or sending. Settled messages accumulate with the log; unsettled ones are a few
+-- minutes' worth, however long the log.
+-- Not STRICT, so that PostgreSQL inlines it.
+CREATE OR REPLACE FUNCTION email_settled_status(status text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN status NOT IN ('SCHEDULED', 'PENDING', 'SENDING') THEN status END;
+
 -- The `to` filter: one row per distinct recipient (to, cc and bcc, bare and lower-cased) of each message,
--- with the message's project, created_at and id. Its btree gives the project's messages to an address in
--- either order, and counts them (the exact total, up to 10,000) from the index alone, without reading the
--- log's rows: the GIN index it replaces had to visit one row per match (docs/performance.md). Written when
--- a message is inserted and deleted with it (the triggers below); a status change never touches it.
+-- with the message's project, sender, settled status, created_at and id. Its btree gives the project's messages
+-- to an address in either order, and counts them (the exact total, up to 10,000) from the index alone, without
+-- reading the log's rows: the GIN index it replaces had to visit one row per match (docs/performance.md).
+-- Written when a message is inserted, when it settles or its settled status changes (not while it is pending
+-- or sending), and deleted with it (the triggers below).
 DO $$
 BEGIN
-    IF to_regclass('email_recipient_addresses') IS NULL THEN
+    -- Made before it carried the sender and the status: built again, as on a first upgrade.
+    IF (SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = 'email_recipient_addresses' AND column_name IN ('sender', 'status')) < 2 THEN
+        DROP TABLE IF EXISTS email_recipient_addresses;
         CREATE TABLE email_recipient_addresses (
             project_id bigint      NOT NULL,
             address    text        NOT NULL,
+            sender     text        NOT NULL,  -- the message's (emails.sender): `to` with `from` is one index
+            status     text,                  -- email_settled_status of the message's: `to` with `status` too
             created_at timestamptz NOT NULL,  -- the message's, so the page needs no other order
             id         uuid        NOT NULL   -- the message's (no foreign key: deleted by the trigger below)
         );
         -- Upgrading: the log's rows so far. Writers wait until init-db commits, so none is inserted between
         -- this copy and the trigger that copies from then on.
         LOCK TABLE emails IN SHARE ROW EXCLUSIVE MODE;
-        INSERT INTO email_recipient_addresses (project_id, address, created_at, id)
-        SELECT e.project_id, a.address, e.created_at, e.id
+        INSERT INTO email_recipient_addresses (project_id, address, sender, status, created_at, id)
+        SELECT e.project_id, a.address, e.sender, email_settled_status(e.status), e.created_at, e.id
         FROM emails e, LATERAL (SELECT DISTINCT email_addr_spec(x)
                                 FROM unnest(e.to_addrs || e.cc_addrs || e.bcc_addrs) x) a (address);
     END IF;
@@ -253,6 +271,12 @@ END $$;
 -- The `to` filter's page in either order, its capped count (index-only) and the skip of an offset page.
 CREATE UNIQUE INDEX IF NOT EXISTS email_recipient_addresses_idx
     ON email_recipient_addresses (project_id, address, created_at, id);
+-- The same for `to` with `from`, and with a settled status: only the messages matching both, so a rare pair (or
+-- none) costs what it matches. An unsettled status is few messages: those are looked up from the log's side.
+CREATE INDEX IF NOT EXISTS email_recipient_addresses_sender_idx
+    ON email_recipient_addresses (project_id, address, sender, created_at, id);
+CREATE INDEX IF NOT EXISTS email_recipient_addresses_status_idx
+    ON email_recipient_addresses (project_id, address, status, created_at, id) WHERE status IS NOT NULL;
 -- Every new row, however it is inserted (the API, a test, a bulk load): its recipients' entries unless given
 -- (docs/delivery.md), and its rows here. One row trigger does both: a second trigger, or one per statement
 -- reading a transition table, costs a send more than the GIN index this table replaced (docs/performance.md).
@@ -264,13 +288,32 @@ BEGIN
     IF NEW.recipients IS NULL THEN
         NEW.recipients := email_recipient_entries(NEW.to_addrs, NEW.cc_addrs, NEW.bcc_addrs);
     END IF;
-    INSERT INTO email_recipient_addresses (project_id, address, created_at, id)
-    SELECT DISTINCT NEW.project_id, email_addr_spec(a), NEW.created_at, NEW.id
+    INSERT INTO email_recipient_addresses (project_id, address, sender, status, created_at, id)
+    SELECT DISTINCT NEW.project_id, email_addr_spec(a), email_addr_spec(NEW.from_addr),
+           email_settled_status(NEW.status), NEW.created_at, NEW.id
     FROM unnest(NEW.to_addrs || NEW.cc_addrs || NEW.bcc_addrs) a;
     RETURN NEW;
 END $$;
 CREATE OR REPLACE TRIGGER emails_fill_recipients BEFORE INSERT ON emails
     FOR EACH ROW EXECUTE FUNCTION emails_fill_recipients();
+-- A message that settles, or whose settled status changes (a delivery event), carries it to its rows here:
+-- once or twice in its life. Claiming, retrying and the other changes of an unsettled message fire nothing
+-- (the WHEN is checked without calling the function; it spells out email_settled_status, which a trigger's
+-- WHEN would call as a function, not inline: 40 us more on every status change). An AFTER trigger: a BEFORE
+-- UPDATE one would make every update compute emails.sender again.
+CREATE OR REPLACE FUNCTION emails_settle_recipients() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- The addresses as an array, not a subquery: planned as a join (hashed, memoized), that costs 3 times as much.
+    UPDATE email_recipient_addresses SET status = email_settled_status(NEW.status)
+    WHERE project_id = NEW.project_id
+      AND address = ANY(ARRAY(SELECT email_addr_spec(a) FROM unnest(NEW.to_addrs || NEW.cc_addrs || NEW.bcc_addrs) a))
+      AND created_at = NEW.created_at AND id = NEW.id;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER emails_settle_recipients AFTER UPDATE OF status ON emails FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          AND NOT (NEW.status IN ('SCHEDULED', 'PENDING', 'SENDING') AND OLD.status IN ('SCHEDULED', 'PENDING', 'SENDING')))
+    EXECUTE FUNCTION emails_settle_recipients();
 -- A deleted message's rows go in the statement that deletes it (the retention purge, or any DELETE).
 CREATE OR REPLACE FUNCTION drop_email_recipient_addresses() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

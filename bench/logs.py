@@ -180,9 +180,19 @@ def cases(url, project, rows, zone):
         cursor = encode_cursor(*cur.fetchone())
     conn.close()
     both = "to=audit@example.com&status=FAILED"  # two filters of 5% each: 1 row in 400 matches both
-    rare = "to=audit@example.com&status=COMPLAINED"  # 5% and 0.2%: 1 in 10,000, under the combined exact limit
+    rare = "to=audit@example.com&status=COMPLAINED"  # 5% and 0.2% (the rare side): 1 in 10,000
+    rare_to = "to=user0@mail0.example&status=DELIVERED"  # 25 messages at 5M rows (none at 10k) and 53%
     from_and_status = "status=FAILED&from=shop@example.com"  # 5% and 20%, both columns of the log
     three = f"{both}&from=shop@example.com"  # every message to audit@ is from shop@: 1 in 400, as `both`
+    none = "to=audit@example.com&from=billing@example.com"  # 5% and 20%, and no message matches both
+    combined = [
+        ("to=audit@example.com&status=FAILED", both),
+        ("to=audit@example.com&status=COMPLAINED", rare),
+        ("to=user0@mail0.example&status=DELIVERED", rare_to),
+        ("status=FAILED&from=shop@example.com", from_and_status),
+        ("to, status and from", three),
+        ("to=audit@example.com&from=billing@example.com (none)", none),
+    ]
     return [
         ("offset page 1 (with exact total)", "/email/logs?page=1&limit=10", "ratio"),
         ("offset page at 90% depth", f"/email/logs?page={deep // 10 + 1}&limit=10", "ms"),
@@ -192,19 +202,14 @@ def cases(url, project, rows, zone):
         ("filtered status=FAILED, offset page 1", "/email/logs?page=1&limit=10&status=FAILED", "ratio"),
         ("filtered to=audit@example.com, cursor", "/email/logs?limit=10&to=audit@example.com", "ratio"),
         ("filtered to=audit@example.com, offset page 1", "/email/logs?page=1&limit=10&to=audit@example.com", "ratio"),
-        ("filtered to=audit@example.com&status=FAILED, cursor", f"/email/logs?limit=10&{both}", "ratio"),
-        ("filtered to=audit@example.com&status=FAILED, offset page 1", f"/email/logs?page=1&limit=10&{both}", "ratio"),
-        (
-            "filtered to=audit@example.com&status=COMPLAINED, offset page 1",
-            f"/email/logs?page=1&limit=10&{rare}",
-            "ratio",
+        *(
+            case
+            for name, query in combined
+            for case in (
+                (f"filtered {name}, cursor", f"/email/logs?limit=10&{query}", "ratio"),
+                (f"filtered {name}, offset page 1", f"/email/logs?page=1&limit=10&{query}", "ratio"),
+            )
         ),
-        (
-            "filtered status=FAILED&from=shop@example.com, offset page 1",
-            f"/email/logs?page=1&limit=10&{from_and_status}",
-            "ratio",
-        ),
-        ("filtered to, status and from, offset page 1", f"/email/logs?page=1&limit=10&{three}", "ratio"),
         (f"today's counts (tz={zone})", f"/email/logs?limit=1&tz={quote(zone)}", "ratio"),
     ]
 

@@ -7,6 +7,8 @@ Each database must already hold its schema (`flask init-db`, or `bench/costs.py 
 the log of each is emptied first. The statements alternate between the two, message by message, so both
 see the same machine load: on a shared machine the per-message times are
 noisy, but the difference of the medians and means is what a schema change (an index, a trigger) costs a send.
+Beside them it prints the CPU time each database session spent per message (from /proc, PostgreSQL on this
+host), which the machine's other work disturbs less.
 """
 
 import argparse
@@ -20,6 +22,8 @@ import psycopg2
 import psycopg2.extras
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import cpu_seconds  # noqa: E402
 
 from emailsvc.queries.emails import insert_emails  # noqa: E402
 from emailsvc.queries.projects import ensure_project  # noqa: E402
@@ -67,15 +71,24 @@ def main():
     args = parser.parse_args()
     sides = [prepare(url) for url in args.urls]
     timings = [([], []) for _ in sides]
+    pids = []
+    for conn, _ in sides:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid() AS pid")
+            pids.append(cur.fetchone()["pid"])
     for n in range(args.messages + 200):  # the first 200 warm caches and plans and are not kept
+        if n == 200:
+            cpu_before = [cpu_seconds(pid) for pid in pids]
         pairs = list(zip(sides, timings, strict=True))
         for (conn, project_id), (inserts, wholes) in pairs if n % 2 else pairs[::-1]:  # neither always goes first
             insert_ms, whole_ms = send(conn, project_id, n)
             if n >= 200:
                 inserts.append(insert_ms)
                 wholes.append(whole_ms)
-    for url, (inserts, wholes) in zip(args.urls, timings, strict=True):
-        print(f"{url}: insert {summary(inserts)}; insert + two status changes {summary(wholes)}")
+    cpu = [(cpu_seconds(pid) - before) * 1000 / args.messages for pid, before in zip(pids, cpu_before, strict=True)]
+    for url, (inserts, wholes), session_ms in zip(args.urls, timings, cpu, strict=True):
+        print(f"{url}: insert {summary(inserts)}; insert + two status changes {summary(wholes)}; "
+              f"its session's CPU {session_ms:.3f} ms a message")  # fmt: skip
 
 
 def summary(samples):

@@ -281,7 +281,10 @@ FILTERED = [
         ({"created_after": (NOW - timedelta(days=4)).date().isoformat()}, [0, 1, 2, 3]),
         ({"created_before": (NOW - timedelta(days=1)).astimezone(DHAKA).isoformat().replace("+", " ")}, [0, 1]),
         ({"status": "FAILED", "to": "carol@example.com"}, [3]),
+        ({"status": "FAILED", "from": "billing@example.com"}, [3]),
         ({"status": "SENT", "from": "billing@example.com", "to": "bob@example.com"}, [2]),
+        ({"from": "billing@example.com", "to": "bob@example.com"}, [2]),
+        ({"from": "billing@example.com", "to": "alice@example.com"}, []),
         ({"to": "bob@example.com", "created_after": (NOW - timedelta(days=2, hours=1)).isoformat()}, [1, 2]),
         (
             {
@@ -294,7 +297,11 @@ FILTERED = [
         ),
     ],
 )
-def test_filters_alone_and_combined_in_both_modes(client, auth, database, params, expected):
+# Where two indexes meet (`status` beside `to` or `from`): walked side by side, or the rarer read alone and each
+# entry looked up in the other; which one is read alone follows the planner's estimates.
+@pytest.mark.parametrize("rare_side", [float("inf"), 1], ids=["side by side", "the rarer alone"])
+def test_filters_alone_and_combined_in_both_modes(client, auth, database, monkeypatch, rare_side, params, expected):
+    monkeypatch.setattr("emailsvc.queries.logs.RARE_SIDE", rare_side)
     ids = insert_logs(database, *FILTERED)
     wanted = [ids[i] for i in expected]
     assert walk_offset(client, auth, limit=1, **params) == wanted
@@ -318,35 +325,61 @@ def test_a_filtered_total_beyond_the_exact_limit_is_an_estimate_and_says_so(clie
     assert everything["total_exact"] is True and everything["total"] == 10001
 
 
-def test_a_combined_filter_counts_exactly_up_to_a_lower_limit(client, auth, database):
-    # 1,001 messages to b@example.com from a@example.com, all but the newest FAILED.
+@pytest.mark.parametrize("rare_side", [float("inf"), 1], ids=["side by side", "the rarer alone"])
+def test_status_beside_another_filter_counts_exactly_up_to_a_lower_limit(
+    client, auth, database, monkeypatch, rare_side
+):
+    monkeypatch.setattr("emailsvc.queries.logs.RARE_SIDE", rare_side)
+    # 1,002 messages to b@example.com from a@example.com, all but the newest FAILED.
     run_sql(
         database,
         """INSERT INTO emails (id, project_id, status, from_addr, to_addrs, subject, message_id, created_at)
            SELECT gen_random_uuid(), (SELECT id FROM projects WHERE name = 'default'),
                   CASE WHEN i = 1 THEN 'SENT' ELSE 'FAILED' END, 'A <a@example.com>', '{b@example.com}', 's', '<m>',
-                  now() - i * interval '1 second' FROM generate_series(1, 1001) AS i;
+                  %s - i * interval '1 second' FROM generate_series(1, 1002) AS i;
            ANALYZE emails; ANALYZE email_recipient_addresses""",
+        (NOW,),
     )
     since, until = (NOW - timedelta(days=1)).isoformat(), (NOW + timedelta(days=1)).isoformat()
     over_the_limit = [
-        {"to": "b@example.com", "from": "a@example.com"},  # 1,001 matches of two filters
-        {"from": "a@example.com", "to": "B@example.com", "created_after": since},
+        {"status": "failed", "from": "a@example.com", "created_after": since},  # 1,001 where two indexes meet
+        {"to": "b@example.com", "from": "a@example.com", "status": "FAILED"},
     ]
     for params in over_the_limit:
         over = get_logs(client, auth, page=1, **params)["pagination"]
         assert over["total_exact"] is False and over["total"] >= 1001
         assert over["total_pages"] == -(-over["total"] // 10)
+    last_thousand = (NOW - timedelta(seconds=1001.5)).isoformat()
     exact = [
-        ({"to": "b@example.com", "status": "FAILED"}, 1000),  # two filters: exact up to 1,000
-        ({"status": "failed", "from": "a@example.com", "created_after": since}, 1000),
+        ({"status": "FAILED", "from": "a@example.com", "created_after": last_thousand}, 1000),  # up to 1,000
         ({"to": "b@example.com", "from": "a@example.com", "status": "SENT"}, 1),
-        ({"to": "b@example.com"}, 1001),  # one filter, with or without the date range: exact up to 10,000
-        ({"from": "a@example.com", "created_after": since, "created_before": until}, 1001),
+        ({"to": "b@example.com", "status": "SENDING"}, 0),
+        ({"to": "b@example.com", "from": "a@example.com"}, 1002),  # one index: exact up to 10,000
+        ({"to": "b@example.com", "status": "FAILED"}, 1001),
+        ({"to": "b@example.com"}, 1002),  # one filter, with or without the date range: exact up to 10,000
+        ({"from": "a@example.com", "created_after": since, "created_before": until}, 1002),
     ]
     for params, total in exact:
         pagination = get_logs(client, auth, page=1, **params)["pagination"]
         assert (pagination["total"], pagination["total_exact"]) == (total, True), params
+
+
+@pytest.mark.parametrize("rare_side", [float("inf"), 1], ids=["side by side", "the rarer alone"])
+def test_the_to_filter_follows_a_message_through_its_statuses(client, auth, database, monkeypatch, rare_side):
+    # `to` with a settled status reads the recipients' own copy of it; with an unsettled one, the log's.
+    monkeypatch.setattr("emailsvc.queries.logs.RARE_SIDE", rare_side)
+    (message,) = insert_logs(database, {"status": "PENDING", "to": ["Bob <bob@example.com>"], "from": "a@example.com"})
+    statuses = ("PENDING", "SENDING", "SENT", "FAILED", "DELIVERED", "COMPLAINED")
+    for status in ("SENDING", "SENT", "DELIVERED", "COMPLAINED"):
+        run_sql(database, "UPDATE emails SET status = %s WHERE id = %s", (status, message))
+        for mode in ({"page": 1}, {}):
+            for address, sender in (("bob@example.com", None), ("bob@example.com", "a@example.com")):
+                found = {
+                    other: [item["id"] for item in get_logs(client, auth, **mode, to=address, status=other,
+                                                             **({"from": sender} if sender else {}))["items"]]
+                    for other in statuses
+                }  # fmt: skip
+                assert found == {other: [message] if other == status else [] for other in statuses}
 
 
 @pytest.mark.parametrize("fill_rows", [100_000, 1], ids=["one fill", "many small fills"])

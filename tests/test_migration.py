@@ -1,6 +1,8 @@
 """Upgrading a database made before projects: init-db moves every key and row into the project `default`.
+Upgrading one made before the log kept the sender as a column: the `from` filter finds the mail it had.
 
-tests/fixtures/schema_before_projects.sql is schema.sql as it was just before projects (commit 253c063).
+tests/fixtures/schema_before_projects.sql is schema.sql as it was just before projects (commit 253c063);
+tests/fixtures/schema_before_sender.sql as it was just before emails.sender (commit 5995c2e).
 """
 
 import uuid
@@ -18,6 +20,7 @@ from emailsvc.db import create_database, init_db
 from emailsvc.idempotency import fingerprint
 
 BEFORE_PROJECTS = Path(__file__).resolve().parent / "fixtures" / "schema_before_projects.sql"
+BEFORE_SENDER = Path(__file__).resolve().parent / "fixtures" / "schema_before_sender.sql"
 UPGRADED_URL = psycopg2.extensions.make_dsn(
     TEST_DATABASE_URL, dbname=psycopg2.extensions.parse_dsn(TEST_DATABASE_URL)["dbname"] + "_upgrade"
 )
@@ -85,13 +88,40 @@ def fill_before_projects():
     return key, emails
 
 
-@pytest.fixture
-def upgraded(settings):
-    """A database filled by the previous schema, then upgraded by init-db; yields (app, its key, email ids)."""
+def fill_before_sender():
+    """A database made by the schema before emails.sender, with mail in it; return its key and the mail's ids."""
+    key, emails = new_key(), [uuid.uuid4() for _ in range(3)]
+    sql(BEFORE_SENDER.read_text())
+    sql(
+        """INSERT INTO projects (name) VALUES ('default');
+           INSERT INTO api_keys (project_id, name, key_hash, key_prefix, scopes)
+               VALUES (1, 'shop', %s, %s, '{read}')""",
+        (hash_key(key), key[:12]),
+    )
+    senders = ("Shop <Shop@example.com>", "billing@example.com", "shop@example.com")
+    for n, (email_id, sender, status) in enumerate(zip(emails, senders, ("SENT", "FAILED", "FAILED"), strict=True)):
+        sql(
+            """INSERT INTO emails (id, project_id, status, from_addr, to_addrs, cc_addrs, subject, message_id,
+                                   created_at)
+               VALUES (%s, 1, %s, %s, '{dave@example.com}', '{audit@example.com}', 'Hi', %s, %s)""",
+            (str(email_id), status, sender, f"<{email_id}@example.com>", BUCKET + timedelta(minutes=n)),
+        )
+    return key, emails
+
+
+def upgrade(fill):
+    """A new database filled by `fill` (a previous schema), then upgraded by init-db; return the key and ids."""
     on_server(f'DROP DATABASE IF EXISTS "{psycopg2.extensions.parse_dsn(UPGRADED_URL)["dbname"]}"')
     create_database(UPGRADED_URL)
-    key, emails = fill_before_projects()
+    key, emails = fill()
     init_db(UPGRADED_URL)
+    return key, emails
+
+
+@pytest.fixture(params=[fill_before_projects])
+def upgraded(request, settings):
+    """A database filled by a previous schema, then upgraded by init-db; yields (app, its key, email ids)."""
+    key, emails = upgrade(request.param)
     app = create_app({**settings, "DATABASE_URL": UPGRADED_URL})
     yield app, {"X-API-Key": key}, emails
     app.extensions["emailsvc"].mailers.close()
@@ -179,3 +209,30 @@ def test_a_fresh_database_has_no_project_until_a_key_needs_one(settings):
     assert sql("SELECT count(*) FROM projects", url=TEST_DATABASE_URL) == [(0,)]
     init_db(TEST_DATABASE_URL)
     assert sql("SELECT count(*) FROM projects", url=TEST_DATABASE_URL) == [(0,)]
+
+
+@pytest.mark.parametrize("upgraded", [fill_before_sender], indirect=True)
+def test_the_from_filter_finds_the_mail_from_before_the_sender_column(upgraded):
+    app, key, emails = upgraded
+    assert sql("SELECT sender FROM emails ORDER BY created_at") == [("shop@example.com",), ("billing@example.com",),
+                                                                    ("shop@example.com",)]  # fmt: skip
+    assert sql("SELECT sender, status, count(*) FROM email_recipient_addresses GROUP BY 1, 2 ORDER BY 1, 2") == [
+        ("billing@example.com", "FAILED", 2), ("shop@example.com", "FAILED", 2), ("shop@example.com", "SENT", 2)
+    ]  # fmt: skip
+    fresh = sql("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'", url=TEST_DATABASE_URL)
+    assert sorted(sql("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")) == sorted(fresh)
+    client = app.test_client()
+    for params, expected in (
+        ({"from": "shop@example.com"}, [0, 2]),
+        ({"from": "shop@example.com", "to": "audit@example.com"}, [0, 2]),
+        ({"from": "shop@example.com", "status": "FAILED"}, [2]),
+        ({"to": "audit@example.com", "status": "FAILED"}, [1, 2]),
+        ({"from": "billing@example.com", "to": "dave@example.com", "status": "FAILED"}, [1]),
+        ({"from": "billing@example.com", "to": "audit@example.com", "status": "SENT"}, []),
+    ):
+        found = client.get("/email/logs", query_string={"page": 1, **params}, headers=key).get_json()
+        assert [item["id"] for item in found["items"]] == [str(emails[n]) for n in expected], params
+    state = "SELECT * FROM email_recipient_addresses ORDER BY 2, 5"
+    before = sql(state)
+    init_db(UPGRADED_URL)
+    assert sql(state) == before

@@ -2,93 +2,118 @@
 
 Every query reads one project's rows: the condition PROJECT opens every WHERE, and every index of
 the log leads with project_id (schema.sql).
+
+The filters are read from one or two sources, each an index range in the log's order (created_at, id):
+`to` with `from` or a settled status (or both, as two sources) from email_recipient_addresses, `status` from
+the log's status index, `from` alone from its sender index. With one source its index is the answer; with two
+(`status` beside `from`, an unsettled status beside `to`, or all three), the matches are where the two ranges
+meet, walked in order as a page or a capped count needs.
 """
 
 from .rows import E_EMAIL_SQL
 
-# One constant fragment per filter; only the values travel, as parameters. The address filters compare
-# bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in to, cc or bcc.
-# `to` reads email_recipient_addresses (schema.sql), which carries the message's project_id, created_at
-# and id under the log's names, so every other fragment and the order read the same on it.
+# One constant fragment per filter, on the source's alias `{t}`; only the values travel, as parameters. The
+# address filters compare bare, lower-cased addresses, so `to=bob@example.com` finds "Bob <Bob@example.com>" in
+# to, cc or bcc. email_recipient_addresses carries the message's project_id, sender, settled status, created_at and
+# id under the log's names, so every fragment reads the same on it.
 FILTERS = {
-    "status": "status = %(status)s",
-    "to": "address = email_addr_spec(%(to)s)",
-    "from_addr": "email_addr_spec(from_addr) = email_addr_spec(%(from_addr)s)",
-    "created_after": "created_at >= %(created_after)s",
-    "created_before": "created_at < %(created_before)s",
+    "status": "{t}.status = %(status)s",
+    "to": "{t}.address = email_addr_spec(%(to)s)",
+    "from_addr": "{t}.sender = email_addr_spec(%(from_addr)s)",
+    "created_after": "{t}.created_at >= %(created_after)s",
+    "created_before": "{t}.created_at < %(created_before)s",
 }
-# The filters only the log's own rows can answer.
-LOG_COLUMN_FILTERS = ("status", "from_addr")
 DATE_RANGE = ("created_after", "created_before")
-# The filters with an index of their own, each in the log's order: the date range only narrows the one read,
-# while two of these together match where two indexes meet (an intersection).
+# The filters with an index of their own, each in the log's order: the date range only narrows the one read.
 INDEXED_FILTERS = ("status", "to", "from_addr")
-# `to` beside one of those: the project's recipients' rows joined to their messages by id alone. Joined on
-# created_at too, the planner would multiply both selectivities, expect no match, and hash both sides (0.3 s
-# at 5M rows) instead of walking the recipients' index in order until the page is full (2 ms).
-TO_AND_LOG_COLUMNS = """(
-        SELECT r.project_id, r.address, r.created_at, r.id, e.status, e.from_addr
-        FROM email_recipient_addresses r JOIN emails e ON e.project_id = r.project_id AND e.id = r.id
-    ) matching"""
-# Counting that join: with `status`, the recipients' index and the status index are walked side by side in the
-# log's order (a merge join on created_at and id, index-only) until the cap is met, about 20 entries of each per
-# match of two filters of 5% (11 ms for 1,001 at 5M rows); `from` is then checked on the messages met alone,
-# by id. Left to itself the planner hashes every match of the status first whatever the cap (0.1 s at 5M), checks
-# `from` on every message of that status, or splits the walk between workers that each read as far: the
-# settings hold for the count's statement alone. The date range is spelled out for both indexes: the planner
-# carries an equality from one side of a join to the other, not a range.
-TO_COUNTED = (
-    "(SELECT r.project_id, r.address, r.created_at, r.id{columns} FROM email_recipient_addresses r{joins}) matching"
-)
-COUNTED_JOINS = {
-    "status": (
-        ", s.status",
-        " JOIN emails s ON (s.project_id, s.created_at, s.id) = (r.project_id, r.created_at, r.id){range}",
-    ),
-    "from_addr": (", f.from_addr", " JOIN emails f ON f.project_id = r.project_id AND f.id = r.id"),
-}
+# Statuses a message leaves within minutes: email_recipient_addresses does not follow them (schema.sql,
+# email_settled_status), and they are few, so the log's status index gives them beside `to`.
+UNSETTLED = ("SCHEDULED", "PENDING", "SENDING")
+PROJECT = "{t}.project_id = %(project_id)s"
+SINCE = "{t}.created_at >= %(since)s"
+BEFORE_POSITION = "({t}.created_at, {t}.id) < (%(before_at)s, %(before_id)s)"
+# Where two sources are about as large, they are walked side by side in the log's order (a merge join,
+# index-only) until the page or the cap is met: about 20 entries of each per match of two filters of 5% each.
+# The planner would rather hash every match of one side first whatever the LIMIT, or split the walk between
+# workers that each read as far: the settings hold for the statement alone. The date range and position are
+# spelled out for both sources: the planner carries an equality from one side of a join to the other, not a range.
 MERGE_IN_ORDER = "SET LOCAL enable_hashjoin = off; SET LOCAL max_parallel_workers_per_gather = 0;"
-PROJECT = "project_id = %(project_id)s"
-SINCE = "created_at >= %(since)s"
-BEFORE_POSITION = "(created_at, id) < (%(before_at)s, %(before_id)s)"
+MERGED = "{a} JOIN {b} ON (b.project_id, b.created_at, b.id) = (a.project_id, a.created_at, a.id)"
+# The planner's estimate of the same: joined on the id alone, which it knows to be unique. On all three
+# columns it multiplies their selectivities and expects a thousandth of the matches.
+ESTIMATED = "{a} JOIN {b} ON b.id = a.id"
+# Where one source is RARE_SIDE times smaller than the other (a rare status beside a common sender), the
+# walk reads the small one alone and looks each of its entries up in the other's index (index-only, every key
+# given): a rare pair costs what the rarer filter matches, not what the commoner one does. The LIMIT keeps the
+# look-up inside the walk (a nested loop), whatever the planner would guess.
+RARE_SIDE = 8
+PROBED = """{a} CROSS JOIN LATERAL (
+        SELECT FROM {b} WHERE (b.project_id, b.created_at, b.id) = (a.project_id, a.created_at, a.id) AND {probe}
+        LIMIT 1
+    ) b"""
 
 
-def _joined(filters):
-    return filters.get("to") is not None and any(filters.get(name) is not None for name in LOG_COLUMN_FILTERS)
+def _sources(filters):
+    """The (table, filter names) each filter is read from; one source when no two must meet."""
+    given = [name for name in INDEXED_FILTERS if filters.get(name) is not None]
+    if "to" in given:
+        settled = "status" in given and filters["status"] not in UNSETTLED
+        beside = [[name] for name in ("from_addr", "status") if name in given and (name != "status" or settled)]
+        sources = [("email_recipient_addresses", ["to", *names]) for names in beside or [[]]]
+        return sources + ([("emails", ["status"])] if "status" in given and not settled else [])
+    return [("emails", [name]) for name in given] or [("emails", [])]
 
 
-def _matching(filters):
-    """The table the filters read: the log; with `to`, the recipients' table alone when it answers every
-    filter (its index then pages and counts without reading a log row), else joined to the log."""
-    if filters.get("to") is None:
-        return "emails"
-    if _joined(filters):
-        return TO_AND_LOG_COLUMNS
-    return "email_recipient_addresses"
+def two_indexes_meet(filters):
+    """Whether the filters' matches are where two indexes meet: `status` beside `from`, an unsettled one beside
+    `to`, or all three."""
+    return len(_sources(filters)) > 1
 
 
-def _counted(filters):
-    """The table the filters' count reads: as _matching, but `to` beside the log's columns joined for counting."""
-    if not _joined(filters):
-        return _matching(filters)
-    given = [COUNTED_JOINS[name] for name in LOG_COLUMN_FILTERS if filters.get(name) is not None]
-    date_range = "".join(f" AND s.{FILTERS[name]}" for name in DATE_RANGE if filters.get(name) is not None)
-    joins = "".join(join for _, join in given).format(range=date_range)
-    return TO_COUNTED.format(columns="".join(column for column, _ in given), joins=joins)
+def _conditions(alias, names, filters, *extra):
+    """The source's WHERE fragments: the project, its filters, the date range, and `extra` (a position)."""
+    dates = [name for name in DATE_RANGE if filters.get(name) is not None]
+    return [part.format(t=alias) for part in (PROJECT, *(FILTERS[name] for name in names + dates), *extra)]
 
 
-def _where(filters, *conditions):
-    parts = [FILTERS[name] for name, value in filters.items() if value is not None]
-    return " AND ".join([PROJECT] + parts + [c for c in conditions if c])
+def _estimates(cur, project_id, filters, sources):
+    """The planner's estimate of each source's matches, in one round trip: instant, roughly right."""
+    parts = [f"SELECT 1 FROM {table} a WHERE {' AND '.join(_conditions('a', names, filters))}"
+             for table, names in sources]  # fmt: skip
+    cur.execute(f"EXPLAIN (FORMAT JSON) {' UNION ALL '.join(parts)}", {**filters, "project_id": project_id})
+    plan = cur.fetchone()["QUERY PLAN"][0]["Plan"]
+    return [child["Plan Rows"] for child in plan.get("Plans", [plan])]
+
+
+def _matching(cur, project_id, filters, position=None, estimate=False):
+    """(settings, FROM … WHERE …) of the project's rows matching `filters`, from `position` (a condition on the
+    alias `{t}`) on, with the columns a.created_at and a.id. `estimate`: the plain join, for the planner's count."""
+    sources = _sources(filters)
+    extra = [position] if position else []
+    if len(sources) == 1:
+        (table, names), *_ = sources
+        return "", f"{table} a WHERE {' AND '.join(_conditions('a', names, filters, *extra))}"
+    if not estimate:
+        sizes = _estimates(cur, project_id, filters, sources)
+        if max(sizes) >= RARE_SIDE * min(sizes):
+            (rare, rare_names), (other, other_names) = sources if sizes[0] <= sizes[1] else sources[::-1]
+            probe = " AND ".join(FILTERS[name].format(t="b") for name in other_names)
+            where = " AND ".join(_conditions("a", rare_names, filters, *extra))
+            return "", PROBED.format(a=f"{rare} a", b=f"{other} b", probe=probe) + f" WHERE {where}"
+    (table_a, names_a), (table_b, names_b) = sources
+    where = _conditions("a", names_a, filters, *extra) + _conditions("b", names_b, filters, *extra)
+    joined = (ESTIMATED if estimate else MERGED).format(a=f"{table_a} a", b=f"{table_b} b")
+    return MERGE_IN_ORDER, f"{joined} WHERE {' AND '.join(where)}"
 
 
 def select_oldest_first(cur, project_id, filters, offset, limit, since=None):
     """Return `limit` of the project's rows after skipping `offset`, oldest first, from created_at `since` if given."""
-    # The inner query skips rows on the index alone; only the page itself is read from the log.
+    # The inner query skips rows on the indexes alone; only the page itself is read from the log.
+    settings, matching = _matching(cur, project_id, filters, since and SINCE)
     cur.execute(
-        f"""SELECT {E_EMAIL_SQL} FROM emails e JOIN (
-                SELECT id FROM {_matching(filters)} WHERE {_where(filters, since and SINCE)}
-                ORDER BY created_at, id OFFSET %(offset)s LIMIT %(limit)s
+        f"""{settings} SELECT {E_EMAIL_SQL} FROM emails e JOIN (
+                SELECT a.created_at, a.id FROM {matching}
+                ORDER BY a.created_at, a.id OFFSET %(offset)s LIMIT %(limit)s
             ) page USING (id)
             ORDER BY e.created_at, e.id""",
         {**filters, "project_id": project_id, "since": since, "offset": offset, "limit": limit},
@@ -100,10 +125,11 @@ def select_newest_first(cur, project_id, filters, before, limit):
     """Return up to `limit` of the project's rows, newest first, from just past the position (created_at, id)
     `before` in that order."""
     before_at, before_id = before or (None, None)
+    settings, matching = _matching(cur, project_id, filters, before and BEFORE_POSITION)
     cur.execute(
-        f"""SELECT {E_EMAIL_SQL} FROM emails e JOIN (
-                SELECT id FROM {_matching(filters)} WHERE {_where(filters, before and BEFORE_POSITION)}
-                ORDER BY created_at DESC, id DESC LIMIT %(limit)s
+        f"""{settings} SELECT {E_EMAIL_SQL} FROM emails e JOIN (
+                SELECT a.created_at, a.id FROM {matching}
+                ORDER BY a.created_at DESC, a.id DESC LIMIT %(limit)s
             ) page USING (id)
             ORDER BY e.created_at DESC, e.id DESC""",
         {**filters, "project_id": project_id, "before_at": before_at, "before_id": before_id, "limit": limit},
@@ -113,11 +139,9 @@ def select_newest_first(cur, project_id, filters, before, limit):
 
 def count_matching_up_to(cur, project_id, filters, cap):
     """Return how many of the project's rows match, counting no further than `cap` + 1 so the cost stays bounded."""
-    settings = MERGE_IN_ORDER if _joined(filters) else ""
+    settings, matching = _matching(cur, project_id, filters)
     cur.execute(
-        f"""{settings} SELECT count(*) AS n FROM (
-                SELECT 1 FROM {_counted(filters)} WHERE {_where(filters)} LIMIT %(cap)s + 1
-            ) m""",
+        f"{settings} SELECT count(*) AS n FROM (SELECT 1 FROM {matching} LIMIT %(cap)s + 1) m",
         {**filters, "project_id": project_id, "cap": cap},
     )
     return cur.fetchone()["n"]
@@ -125,8 +149,6 @@ def count_matching_up_to(cur, project_id, filters, cap):
 
 def estimate_matching(cur, project_id, filters):
     """Return the planner's estimate of how many of the project's rows match: instant at any size, roughly right."""
-    cur.execute(
-        f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {_matching(filters)} WHERE {_where(filters)}",
-        {**filters, "project_id": project_id},
-    )
+    _, matching = _matching(cur, project_id, filters, estimate=True)
+    cur.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {matching}", {**filters, "project_id": project_id})
     return int(cur.fetchone()["QUERY PLAN"][0]["Plan"]["Plan Rows"])
