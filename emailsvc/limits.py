@@ -9,13 +9,14 @@ import time
 import uuid
 
 from flask import current_app, g, has_request_context, request
-from flask_limiter import Limit, Limiter
+from flask_limiter import Limit
 from limits import parse, parse_many
 from limits.storage import RedisStorage
 from redis.exceptions import RedisError
 
 from .errors import ApiError
 from .key_memory import REVOCATIONS, saw_token
+from .limiter import CountingLimiter
 from .schemas import MAX_BATCH
 from .web import json_body
 
@@ -345,7 +346,7 @@ def init_limiter(app):
         Limit(value, key_function=key_function, scope=scope, shared=True, exempt_when=exempt_when, cost=cost)
         for value, key_function, scope, exempt_when, cost in definitions
     ]
-    limiter = Limiter(
+    limiter = CountingLimiter(
         client_key,
         default_limits=limits,
         storage_uri="emailsvc+redis://",
