@@ -20,11 +20,13 @@ from .queries.emails import (
     unlock_for_sending,
 )
 from .recipients import settle, targets
+from .rq_enqueue import JobWriter
 from .services import FAILED_JOB_TTL, get_services
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 3
 MAX_ATTEMPTS = 1 + MAX_RETRIES
+DELIVER = "emailsvc.jobs.deliver"
 # A job RQ starts before its message is due waits for the time if it is this close (its scheduler
 # counts whole seconds, and its host's clock may run ahead of PostgreSQL's), and claims it then.
 EARLY_WAIT_LIMIT = 5.0
@@ -61,29 +63,34 @@ def enqueue_delivery(email_id, at=None, at_front=False):
 
 def enqueue_deliveries(deliveries, at_front=False):
     """Queue the delivery of logged messages, each (id, None or the datetime it is due), in one round trip."""
-    options = {
-        "retry": Retry(max=MAX_RETRIES, interval=current_app.config["EMAIL_RETRY_INTERVALS"]),
-        "result_ttl": 0,
-        "failure_ttl": FAILED_JOB_TTL,
-    }
-    queue = get_services().email_queue
-    # Given a pipeline, RQ queues its writes there instead of executing its own: every job, its status
-    # and its queue entry go in one MULTI/EXEC, one round trip however many messages.
-    with queue.connection.pipeline() as pipe:
-        # MULTI first: RQ's enqueue turns the pipeline into a transaction itself, which redis-py refuses
-        # once an enqueue_at (a scheduled message earlier in the batch) has queued its commands.
+    jobs = delivery_jobs()
+    # Every job, its status and its queue entry go in one MULTI/EXEC, one round trip however many messages.
+    with jobs.queue.connection.pipeline() as pipe:
+        # MULTI first: RQ's enqueue_at turns the pipeline into a transaction itself, which redis-py refuses
+        # once other commands are queued.
         pipe.multi()
+        # The job id is the message's: one job per message, so the reconciler can tell whether it exists.
+        jobs.write(pipe, [str(email_id) for email_id, at in deliveries if at is None], at_front)
         for email_id, at in deliveries:
-            email_id = str(email_id)  # the job id: one job per message, so the reconciler can tell whether it exists
-            if at is None:
-                queue.enqueue(
-                    "emailsvc.jobs.deliver", email_id, job_id=email_id, at_front=at_front, pipeline=pipe, **options
-                )
-            else:
-                queue.enqueue_at(
-                    next_whole_second(at), "emailsvc.jobs.deliver", email_id, job_id=email_id, pipeline=pipe, **options
+            if at is not None:
+                jobs.queue.enqueue_at(
+                    next_whole_second(at), DELIVER, str(email_id), job_id=str(email_id), pipeline=pipe, **jobs.options
                 )
         pipe.execute()
+
+
+def delivery_jobs():
+    """The app's writer of delivery jobs (emailsvc/rq_enqueue.py), made on first use."""
+    jobs = current_app.extensions.get("emailsvc.delivery_jobs")
+    if jobs is None:
+        jobs = current_app.extensions["emailsvc.delivery_jobs"] = JobWriter(
+            get_services().email_queue,
+            DELIVER,
+            retry=Retry(max=MAX_RETRIES, interval=current_app.config["EMAIL_RETRY_INTERVALS"]),
+            result_ttl=0,
+            failure_ttl=FAILED_JOB_TTL,
+        )
+    return jobs
 
 
 def deliver(email_id):

@@ -9,13 +9,14 @@ import time
 import uuid
 
 from flask import current_app, g, has_request_context, request
-from flask_limiter import Limit, Limiter
+from flask_limiter import Limit
 from limits import parse, parse_many
 from limits.storage import RedisStorage
 from redis.exceptions import RedisError
 
 from .errors import ApiError
 from .key_memory import REVOCATIONS, saw_token
+from .limiter import CountingLimiter
 from .schemas import MAX_BATCH
 from .web import json_body
 
@@ -34,6 +35,7 @@ ROUTE_LIMITS = {
 # an outage: only their own (generous) per-address limit counts them, not RATELIMIT_DEFAULT.
 OWN_LIMIT_ONLY = {"delivery_events.receive"}
 PROJECT_SCOPE = "project"
+KEY_MARK = "\x00"  # stands for a key function's value in a limit's key (window_keys); never in one
 MESSAGES_SCOPE = "messages"
 
 # Fixed windows (KEYS, with ARGV holding each one's expiry, amount and cap in turn): the first hit starts a
@@ -149,11 +151,6 @@ def _seen_windows():
     return _request_windows()[0]
 
 
-def _counted_ahead():
-    """The windows this request's first increment counted before flask-limiter asked for them."""
-    return _request_windows()[1]
-
-
 def _request_windows():
     # Asked several times for every limit of every request: one look-up of `g` (a context-local proxy) each.
     if not has_request_context():
@@ -235,20 +232,29 @@ def limit_definitions(config):
     return definitions
 
 
-def planned_windows(definitions):
+def window_keys(definitions):
+    """`definitions` (limit_definitions, each value parsed into its items) with each item's key as a pair
+    (before, after) around the key function's value: what `item.key_for(value, scope)` gives, built once."""
+    return [
+        ([(item, *item.key_for(KEY_MARK, scope).split(KEY_MARK)) for item in items], key_function, exempt_when, cost)
+        for items, key_function, scope, exempt_when, cost in definitions
+    ]
+
+
+def planned_windows(keyed):
     """Return (key, expiry, amount, cap) of every window the current request counts, keyed as flask-limiter
     keys them: cap is the limit for a window taken only when it fits (INCR_WITH_TTL), else minus the limit.
 
-    `definitions` are limit_definitions with each value parsed into its items.
+    `keyed` is what window_keys returns.
     """
     if request.endpoint in UNLIMITED:
         return []
     return [
-        (item.key_for(key_function(), scope), item.get_expiry(), cost() if cost else 1,
+        (f"{before}{key_function()}{after}", item.get_expiry(), cost() if cost else 1,
          item.amount if cost else -item.amount)
-        for items, key_function, scope, exempt_when, cost in definitions
+        for items, key_function, exempt_when, cost in keyed
         if not (exempt_when and exempt_when())
-        for item in items
+        for item, before, after in items
     ]  # fmt: skip
 
 
@@ -260,12 +266,20 @@ def add_headers(limiter, response):
     counted = limiter.current_limits
     if not counted or "X-RateLimit-Limit" in response.headers:  # a refusal that wrote its own (unknown keys)
         return response
+    seen = _seen_windows()
     try:
-        tightest = next((c for c in counted if c.breached), None) or min(counted, key=lambda c: c.remaining)
-        window_end, remaining = tightest.window
+        # (remaining, window end) of each: from this request's own counts when Redis gave them (no
+        # storage look-up), else (the in-memory fallback) from flask-limiter.
+        windows = [
+            (max(0, c.limit.amount - seen[c.key][0]), seen[c.key][1]) if c.key in seen else c.window[::-1]
+            for c in counted
+        ]
     except RedisError:  # Redis went away since the count; the response matters more than its headers
         log.warning("rate-limit headers skipped: Redis unavailable")
         return response
+    breached = [n for n, c in enumerate(counted) if c.breached]
+    n = breached[0] if breached else min(range(len(counted)), key=lambda n: windows[n][0])
+    tightest, (remaining, window_end) = counted[n], windows[n]
     response.headers["X-RateLimit-Limit"] = str(tightest.limit.amount)
     response.headers["X-RateLimit-Remaining"] = str(remaining)
     response.headers["X-RateLimit-Reset"] = str(math.ceil(window_end))
@@ -332,7 +346,7 @@ def init_limiter(app):
         Limit(value, key_function=key_function, scope=scope, shared=True, exempt_when=exempt_when, cost=cost)
         for value, key_function, scope, exempt_when, cost in definitions
     ]
-    limiter = Limiter(
+    limiter = CountingLimiter(
         client_key,
         default_limits=limits,
         storage_uri="emailsvc+redis://",
@@ -351,6 +365,6 @@ def init_limiter(app):
     limiter.init_app(app)
     app.extensions["emailsvc.limiter"] = limiter
     if isinstance(limiter.storage, WindowRedisStorage):
-        limiter.storage.planned_windows = functools.partial(planned_windows, parsed)
+        limiter.storage.planned_windows = functools.partial(planned_windows, window_keys(parsed))
     app.after_request(functools.partial(add_headers, limiter))
     return limiter

@@ -27,6 +27,7 @@ from marshmallow import (
 
 from .addresses import MAX_ADDRESS_LENGTH, InvalidAddress, normalize_address
 from .header_safety import CONTROL_CHARS, ENCODED_WORD_START, header_value_problem
+from .row_dumps import RowSchema
 
 MAX_RECIPIENTS = 50
 RECIPIENT_FIELDS = ("to", "cc", "bcc")
@@ -410,7 +411,7 @@ class BatchSchema(Schema):
         return data
 
 
-class EventSchema(Schema):
+class EventSchema(RowSchema):
     """One entry of a message's history."""
 
     type = fields.String()
@@ -418,7 +419,7 @@ class EventSchema(Schema):
     detail = fields.String(allow_none=True)
 
 
-class RecipientSchema(Schema):
+class RecipientSchema(RowSchema):
     """One recipient of a message and what became of it."""
 
     address = fields.String()
@@ -433,7 +434,7 @@ class RecipientSchema(Schema):
     updated_at = fields.String(allow_none=True, metadata={"format": "date-time"})  # kept as ISO 8601 in jsonb
 
 
-class LastErrorSchema(Schema):
+class LastErrorSchema(RowSchema):
     """The classified failure of the latest attempt that had one."""
 
     smtp_code = fields.Integer(allow_none=True)
@@ -445,14 +446,14 @@ class LastErrorSchema(Schema):
     message = fields.String()
 
 
-class TemplateRefSchema(Schema):
+class TemplateRefSchema(RowSchema):
     """The template a message was rendered from."""
 
     name = fields.String()
     version = fields.Integer()
 
 
-class AttachmentLogSchema(Schema):
+class AttachmentLogSchema(RowSchema):
     """An attachment as the log shows it: never its bytes."""
 
     filename = fields.String()
@@ -461,7 +462,7 @@ class AttachmentLogSchema(Schema):
     content_id = fields.String(allow_none=True)
 
 
-class LogSchema(Schema):
+class LogSchema(RowSchema):
     """A log row as clients see it; `allow_none` tells the OpenAPI document which fields may be null."""
 
     id = fields.UUID()
@@ -499,7 +500,7 @@ class LogWithEventsSchema(LogSchema):
     events = fields.List(fields.Nested(EventSchema))
 
 
-class BatchLogSchema(Schema):
+class BatchLogSchema(RowSchema):
     """The answer of POST /email/batch: the messages' logs, in the order they were given."""
 
     data = fields.List(fields.Nested(LogSchema))
@@ -709,7 +710,7 @@ class CursorPaginationSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class TodaySchema(Schema):
+class TodaySchema(RowSchema):
     """Today's counts in the requested time zone."""
 
     date = fields.Date()
@@ -719,7 +720,7 @@ class TodaySchema(Schema):
     failed = fields.Integer()
 
 
-class LogPaginationSchema(Schema):
+class LogPaginationSchema(RowSchema):
     """Offset mode: page, limit, total, total_pages, total_exact. Cursor mode: limit, next_cursor."""
 
     page = fields.Integer()
@@ -730,7 +731,7 @@ class LogPaginationSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-class LogPageSchema(Schema):
+class LogPageSchema(RowSchema):
     """A page of GET /email/logs."""
 
     items = fields.List(fields.Nested(LogSchema))
