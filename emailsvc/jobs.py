@@ -66,8 +66,7 @@ def enqueue_deliveries(deliveries, at_front=False):
     jobs = delivery_jobs()
     # Every job, its status and its queue entry go in one MULTI/EXEC, one round trip however many messages.
     with jobs.queue.connection.pipeline() as pipe:
-        # MULTI first: RQ's enqueue_at turns the pipeline into a transaction itself, which redis-py refuses
-        # once other commands are queued.
+        # MULTI first: every write below, ours and RQ's enqueue_at's, goes in the one transaction.
         pipe.multi()
         # The job id is the message's: one job per message, so the reconciler can tell whether it exists.
         jobs.write(pipe, [str(email_id) for email_id, at in deliveries if at is None], at_front)

@@ -22,7 +22,9 @@ from flask_limiter.errors import RateLimitExceeded
 
 
 class CountingLimiter(Limiter):
-    """A Limiter whose default limits are resolved once; refuses decorated, blueprint and meta limits."""
+    """A Limiter whose default limits are resolved once. Any other kind of limit or exemption (decorated,
+    blueprint, application, meta, per method, conditional) raises RuntimeError at the first request rather
+    than being ignored."""
 
     _resolved = None
 
@@ -33,8 +35,9 @@ class CountingLimiter(Limiter):
         exempt = not endpoint or endpoint.split(".")[-1] == "static" or any(fn() for fn in self._request_filters)
         if exempt or not self.enabled:
             return None
+        limits = self._resolved or self._resolve()  # outside the try: a limit it cannot check is no storage error
         try:
-            return self._check(endpoint)
+            return self._check(endpoint, limits)
         except RateLimitExceeded:
             raise
         except Exception:
@@ -44,16 +47,19 @@ class CountingLimiter(Limiter):
             self.context.seen_limits.clear()
             return super()._check_request_limit(callable_name, in_middleware)
 
-    def _check(self, endpoint):
-        limits = self._resolved
-        if limits is None:
-            manager = self.limit_manager
-            limits = sorted(manager.default_limits, key=lambda lim: lim.limit)
-            others = manager._decorated_limits or manager._blueprint_limits or manager._application_limits
-            special = any(lim.methods or lim.per_method or lim.deduct_when or lim.on_breach for lim in limits)
-            if others or special or self._meta_limits or self._key_prefix or self._on_breach:
-                raise RuntimeError("CountingLimiter checks plain default limits only")
-            self._resolved = limits
+    def _resolve(self):
+        """The default limits, sorted as flask-limiter sorts them; RuntimeError if anything else is configured."""
+        manager = self.limit_manager
+        limits = sorted(manager.default_limits, key=lambda lim: lim.limit)
+        others = (manager._decorated_limits or manager._blueprint_limits or manager._application_limits
+                  or manager._route_exemptions or manager._blueprint_exemptions)  # fmt: skip
+        special = any(lim.methods or lim.per_method or lim.deduct_when or lim.on_breach for lim in limits)
+        if others or special or self._meta_limits or self._key_prefix or self._on_breach:
+            raise RuntimeError("CountingLimiter checks plain default limits only")
+        self._resolved = limits
+        return limits
+
+    def _check(self, endpoint, limits):
         context, method = self.context, flask.request.method
         counted, breached = [], None
         for lim in limits:

@@ -18,6 +18,7 @@ LIMITS = {
     "RATELIMIT_SEND": "6 per minute",
     "RATELIMIT_MESSAGES": "8 per minute",
     "RATELIMIT_PROJECT": "10 per minute",
+    "RATELIMIT_DELIVERY_EVENTS": "5 per minute",
 }
 
 
@@ -29,6 +30,8 @@ def script(app):
         ("POST", "/email/send", SEND, first),
         ("POST", "/email/batch", {"messages": [SEND] * 3}, first),
         ("POST", "/email/batch", {"messages": [SEND] * 5}, first),  # over RATELIMIT_MESSAGES: takes none
+        ("POST", "/email/batch", {"messages": [SEND, {"to": "nobody"}]}, first),  # 422: its 2 given back
+        ("POST", "/email/webhooks/delivery", {"events": []}, None),  # unsigned: its own limit only
         ("POST", "/email/send?dry_run=true", SEND, first),
         ("POST", "/email/send", SEND, second),
         ("GET", "/email/logs", None, first),
@@ -77,12 +80,14 @@ def test_every_request_is_answered_as_flask_limiters_own_check_answers_it(settin
     own = script(own_app)
 
     assert narrowed == own
-    assert {status for _, _, status, *_ in own} >= {200, 201, 404, 429}  # the script met every kind of answer
+    assert {status for _, _, status, *_ in own} >= {200, 201, 401, 404, 422, 429}  # every kind of answer met
 
 
-def test_a_limit_it_does_not_check_stops_the_app_rather_than_being_ignored(app):
+@pytest.mark.parametrize("configure", [lambda limiter, view: limiter.limit("1 per minute")(view), Limiter.exempt])
+def test_a_limit_or_exemption_it_does_not_check_fails_every_request_rather_than_being_ignored(app, configure):
     limiter = app.extensions["emailsvc.limiter"]
-    limiter.limit("1 per minute")(app.view_functions["health.healthz"])
+    configure(limiter, app.view_functions["logs.list_logs"])
     limiter._resolved = None
-    with app.test_request_context("/email/logs"), pytest.raises(RuntimeError, match="default limits only"):
-        limiter._check("emails.list")
+    with app.test_request_context("/email/logs"), pytest.raises(RuntimeError, match="plain default limits only"):
+        limiter._check_request_limit()
+    assert not limiter._storage_dead  # not taken for a Redis failure

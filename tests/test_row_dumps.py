@@ -7,13 +7,21 @@ from conftest import run_jobs
 from marshmallow import Schema
 
 from emailsvc.log_pages import read_message
+from emailsvc.row_dumps import RowSchema
 from emailsvc.schemas import BatchLogSchema, LogPaginationSchema, LogWithEventsSchema
 from emailsvc.services import get_services
 
 PDF = base64.b64encode(b"%PDF-1.4 a receipt").decode()
 
 
-def test_every_kind_of_log_row_dumps_as_marshmallow_dumps_it(client, auth, app, smtp):
+def marshmallows(schema, obj, monkeypatch):
+    """What marshmallow alone makes of `obj`, nested schemas included."""
+    with monkeypatch.context() as patched:
+        patched.setattr(RowSchema, "dump", Schema.dump)
+        return schema.dump(obj)
+
+
+def test_every_kind_of_log_row_dumps_as_marshmallow_dumps_it(client, auth, app, smtp, monkeypatch):
     smtp.refused_recipients["gone@example.com"] = "550 5.1.1 No such user"
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     bodies = [
@@ -34,11 +42,12 @@ def test_every_kind_of_log_row_dumps_as_marshmallow_dumps_it(client, auth, app, 
         rows = [read_message(get_services(), 1, email_id) for email_id in ids]
     assert {row["status"] for row in rows} >= {"SENT", "SCHEDULED"} and any(row["recipients"] for row in rows)
     for row in rows:
-        assert schema.dump(row) == Schema.dump(schema, row)
+        assert schema.dump(row) == marshmallows(schema, row, monkeypatch)
     batch = {"data": rows}
-    assert BatchLogSchema().dump(batch) == Schema.dump(BatchLogSchema(), batch)
+    assert BatchLogSchema().dump(batch) == marshmallows(BatchLogSchema(), batch, monkeypatch)
 
 
-def test_a_row_without_some_field_is_dumped_as_marshmallow_dumps_it():
+def test_a_row_without_some_field_is_dumped_as_marshmallow_dumps_it(monkeypatch):
     cursor_mode = {"limit": 10, "next_cursor": None}  # no page or total: left out, not null
-    assert LogPaginationSchema().dump(cursor_mode) == Schema.dump(LogPaginationSchema(), cursor_mode) == cursor_mode
+    assert LogPaginationSchema().dump(cursor_mode) == marshmallows(LogPaginationSchema(), cursor_mode, monkeypatch)
+    assert LogPaginationSchema().dump(cursor_mode) == cursor_mode
