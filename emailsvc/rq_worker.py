@@ -26,9 +26,10 @@ from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import JobStatus
 from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
-from rq.timeouts import TimerDeathPenalty
 from rq.utils import current_timestamp, now
 from rq.worker import WorkerStatus
+
+from .job_timeouts import SharedTimerDeathPenalty
 
 # A heartbeat is skipped only if the worker's key already lives at least this close to what the
 # heartbeat would set. RQ blocks on the queue for worker_ttl - 15 s and sets the key to live
@@ -180,11 +181,11 @@ class LeanWorker(SimpleWorker):
 
 
 class ThreadWorker(LeanWorker):
-    """A LeanWorker for a thread that is not the main one: no signal handlers, a timer for the job
-    timeout, and a warm stop the main thread asks for with request_warm_stop()."""
+    """A LeanWorker for a thread that is not the main one: no signal handlers, the process's watchdog for
+    the job timeout, and a warm stop the main thread asks for with request_warm_stop()."""
 
     # RQ's default job timeout raises from SIGALRM, which only ever reaches the main thread.
-    death_penalty_class = TimerDeathPenalty
+    death_penalty_class = SharedTimerDeathPenalty
 
     def _install_signal_handlers(self):
         # Only the main thread may install them; it owns SIGTERM and SIGINT and stops every loop.

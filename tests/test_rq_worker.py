@@ -1,12 +1,14 @@
 """The sending process's RQ worker: it skips redundant Redis writes, never its registration."""
 
 import threading
+import time
 
 from conftest import TEST_REDIS_URL, BurstWorker, wait_for
 from redis import Redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
+from rq.job import JobStatus
 from rq.suspension import resume, suspend
 
 from emailsvc.rq_worker import LeanWorker, ThreadWorker
@@ -109,3 +111,24 @@ def test_rq_suspend_during_a_job_stops_the_worker_before_the_next(client, auth, 
         resume(services.redis)
         BurstWorker([services.email_queue], connection=services.redis).work(burst=True)
     assert len(smtp.received) == 2
+
+
+def take_too_long():
+    for _ in range(600):  # short sleeps: an exception raised in a thread lands between two
+        time.sleep(0.05)
+
+
+def test_a_thread_worker_stops_a_job_past_its_timeout(app):
+    with app.app_context():
+        redis = get_services().redis
+        queue = Queue("timeouts", connection=redis)
+        job = queue.enqueue("test_rq_worker.take_too_long", job_timeout=1)
+        worker = ThreadWorker([queue], connection=redis)
+        worker.subscribe = lambda: None
+        started = time.monotonic()
+        loop = threading.Thread(target=worker.work, kwargs={"burst": True})
+        loop.start()
+        loop.join(timeout=20)
+        assert not loop.is_alive() and time.monotonic() - started < 10  # not the 30 s the job wanted
+        assert job.get_status(refresh=True) == JobStatus.FAILED
+        assert "JobTimeoutException: Task exceeded maximum timeout value (1 seconds)" in job.latest_result().exc_string
