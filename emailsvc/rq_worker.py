@@ -78,7 +78,7 @@ return 1
 
 
 # RQ's INFO lines about a job that went well, four a job (its start, "Job OK", "result discarded", and
-# LeanWorker's own "Successfully completed"): ~50 µs of CPU each in a sending process, and emailsvc.jobs
+# LeanWorker's own "Successfully completed"): ~50 µs of CPU a job for the four, and emailsvc.jobs
 # already writes one line per attempt with its outcome. They are written at DEBUG instead; a failed job
 # is still logged at ERROR with its traceback, and the worker's own lines (start, stop) stay INFO.
 PER_JOB_LINES = frozenset((
