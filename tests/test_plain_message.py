@@ -1,5 +1,6 @@
 """The plain message's bytes, written directly, are the email package's bytes for every message it takes."""
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given, settings
@@ -29,12 +30,14 @@ moment = st.builds(lambda minutes, offset: datetime(2026, 12, 3, 9, 30, tzinfo=t
 plain_rows = st.fixed_dictionaries({"from_addr": address, "to_addrs": st.lists(address, min_size=1, max_size=2),
     "cc_addrs": st.lists(address, max_size=1), "reply_to": st.one_of(st.none(), address),
     "subject": st.lists(plain_word, min_size=1, max_size=6).map(" ".join),
-    "parts": st.one_of(st.tuples(text, st.none()), st.tuples(st.none(), text)), "created_at": moment,
+    "parts": st.one_of(st.tuples(text, st.none()), st.tuples(st.none(), text), st.tuples(text, text)),
+    "created_at": moment,
     "message_id": st.sampled_from(["<0f5c3a9e-1b2c-4d5e-8f90-123456789abc@example.com>", "<a.b@x.example>"]),
 })  # fmt: skip
 edgy = st.text(alphabet=EDGY, min_size=1, max_size=90)
 edgy_fields = {"from_addr": edgy, "to_addrs": st.lists(edgy, min_size=1, max_size=2), "reply_to": edgy,
-               "subject": edgy, "parts": st.tuples(edgy, st.none()), "message_id": edgy.map("<{}>".format)}  # fmt: skip
+               "subject": edgy, "parts": st.tuples(edgy, st.one_of(st.none(), edgy)),
+               "message_id": edgy.map("<{}>".format)}  # fmt: skip
 
 
 def _row(changes):
@@ -48,8 +51,15 @@ def _head_fits(row):
     return all(len(value) + len("Reply-To: ") <= 78 for value in values)
 
 
+BOUNDARY = re.compile(rb"={15}\d{19}==")  # the email package's multipart boundaries are random
+
+
 def _email_package(row):
     return serialise(build_message(row), international=False)
+
+
+def _same(ours, theirs):
+    return BOUNDARY.sub(b"B", ours) == BOUNDARY.sub(b"B", theirs)
 
 
 @settings(max_examples=300, deadline=None)
@@ -59,7 +69,7 @@ def test_a_plain_message_is_written_directly_as_the_email_package_writes_it(chan
     ours = plain_content(row)
     assert ours is not None or not _head_fits(row)
     if ours is not None:
-        assert ours == _email_package(row)
+        assert _same(ours, _email_package(row))
 
 
 @settings(max_examples=300, deadline=None)
@@ -69,7 +79,7 @@ def test_a_message_with_an_edgy_field_is_the_email_packages_bytes_or_not_taken(c
     row = _row({**changes, field: data.draw(edgy_fields[field])})
     ours = plain_content(row)
     if ours is not None:
-        assert ours == _email_package(row)
+        assert _same(ours, _email_package(row))
 
 
 def test_the_lines_at_the_folding_edge():
@@ -81,19 +91,21 @@ def test_the_lines_at_the_folding_edge():
         ):
             ours = plain_content(row)
             assert (ours is not None) == (length <= 78)
-            assert ours is None or ours == _email_package(row)
+            assert ours is None or _same(ours, _email_package(row))
 
 
 def test_a_typical_message_is_written_directly():
-    for changes in ({}, {"body": None, "html": "<p>Hello</p>"}, {"cc_addrs": ["c@example.com"], "reply_to": "h@x.org"}):
+    for changes in ({}, {"body": None, "html": "<p>Hello</p>"}, {"cc_addrs": ["c@example.com"], "reply_to": "h@x.org"},
+                    {"html": "<p>Hello</p>"}):  # fmt: skip
         row = {**ROW, **changes}
         assert plain_content(row) is not None
-        assert message_content(row, ["reader@example.com"]) == (_email_package(row), False)
+        ours, international = message_content(row, ["reader@example.com"])
+        assert _same(ours, _email_package(row)) and not international
 
 
 def test_what_it_does_not_take_goes_the_email_packages_way():
     for changes in (
-        {"html": "<p>Hello</p>"},  # multipart/alternative
+        {"html": "<p>" + "=" * 15 + "</p>"},  # a line the email package might pick another boundary for
         {"headers": {"X-Campaign": "nov"}},
         {"subject": "Grüße"},
         {"from_addr": '"Shop, Inc." <shop@example.com>'},
