@@ -22,6 +22,7 @@ from email.utils import format_datetime
 
 from .addresses import addr_spec
 from .header_safety import CONTROL_CHARS, UnsafeMessage, check_serialised
+from .plain_message import plain_content
 
 # RFC 3463: an enhanced status code opens the text of a reply ("550 5.1.1 No such user").
 ENHANCED_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
@@ -129,7 +130,8 @@ def message_content(row, recipients):
     needed). The worker and a dry run both come here, so a dry run shows what would be sent."""
     addresses = [addr_spec(row["from_addr"])] + list(recipients)
     international = not all(address.isascii() for address in addresses)
-    return serialise(build_message(row), international), international
+    plain = None if international else plain_content(row)  # the same bytes, when the message is that simple
+    return plain or serialise(build_message(row), international), international
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,16 @@ heartbeats only when needed, the job's start in one transaction, a finished job'
 one Lua script (FINISH_JOB), and the `rq suspend` check with the idle state. It keeps RQ's
 behaviour: the intermediate queue, StartedJobRegistry, Retry and the scheduler, warm shutdown,
 failed jobs in the FailedJobRegistry for rq-dashboard; a job with dependents, a repeat, a group, a
-rate limit or a kept result finishes RQ's own way.
+rate limit or a kept result finishes RQ's own way. RQ's INFO lines about each job that went well
+are written at DEBUG (PER_JOB_LINES): emailsvc.jobs logs each attempt's outcome.
 
 ThreadWorker is a LeanWorker that runs in a thread beside others in one sending process
 (emailsvc/sending.py). These overrides rely on RQ 3.0's internals (`_stop_requested`,
 `_install_signal_handlers`, `dequeue_job_and_maintain_ttl`, `prepare_job_execution`'s body, the
-keys FINISH_JOB writes); requirements.txt pins rq==3.0.*, tests/test_sending.py fails on another
-version so an upgrade re-reads them, and tests/test_rq_worker.py compares what Redis keeps after a
-job with what RQ's own SimpleWorker leaves.
+keys FINISH_JOB writes, the texts of PER_JOB_LINES); requirements.txt pins rq==3.0.*,
+tests/test_sending.py fails on another version so an upgrade re-reads them, and
+tests/test_rq_worker.py compares what Redis keeps after a job with what RQ's own SimpleWorker
+leaves, and checks that a job that went well leaves no INFO line of RQ's.
 """
 
 import time
@@ -26,9 +28,10 @@ from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution
 from rq.job import JobStatus
 from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
-from rq.timeouts import TimerDeathPenalty
 from rq.utils import current_timestamp, now
 from rq.worker import WorkerStatus
+
+from .job_timeouts import SharedTimerDeathPenalty
 
 # A heartbeat is skipped only if the worker's key already lives at least this close to what the
 # heartbeat would set. RQ blocks on the queue for worker_ttl - 15 s and sets the key to live
@@ -74,11 +77,40 @@ return 1
 """
 
 
+# RQ's INFO lines about a job that went well, four a job (its start, "Job OK", "result discarded", and
+# LeanWorker's own "Successfully completed"): ~50 µs of CPU a job for the four, and emailsvc.jobs
+# already writes one line per attempt with its outcome. They are written at DEBUG instead; a failed job
+# is still logged at ERROR with its traceback, and the worker's own lines (start, stop) stay INFO.
+PER_JOB_LINES = frozenset((
+    "Worker %s: %s: %s (%s)",  # the job taken from the queue (with its description), and "Job OK"
+    "Worker %s: %s: %s",  # the job taken from the queue (without)
+    "Worker %s: job %s result discarded immediately",
+    "Successfully completed %s in %ss on worker %s",
+))  # fmt: skip
+
+
+class _PerJobLinesAtDebug:
+    """RQ's worker logger, writing PER_JOB_LINES at DEBUG."""
+
+    def __init__(self, logger):
+        self._logger = logger
+
+    def __getattr__(self, name):
+        return getattr(self._logger, name)
+
+    def info(self, msg, *args, **kwargs):
+        (self._logger.debug if msg in PER_JOB_LINES else self._logger.info)(msg, *args, **kwargs)
+
+
 class LeanWorker(SimpleWorker):
     _alive_until = 0.0  # monotonic time until which the worker's key lives, as last set by a heartbeat
     _finish_job = None  # the FINISH_JOB script, registered on this worker's connection
     _not_suspended = False  # Redis said, with the idle state after the last job, that workers are not suspended
     _starting = None  # the transaction prepare_execution began, which prepare_job_execution completes
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = _PerJobLinesAtDebug(self.log)
 
     def heartbeat(self, timeout=None, pipeline=None):
         # RQ beats after each job, before each dequeue and after it: nine round trips a job, all
@@ -180,11 +212,11 @@ class LeanWorker(SimpleWorker):
 
 
 class ThreadWorker(LeanWorker):
-    """A LeanWorker for a thread that is not the main one: no signal handlers, a timer for the job
-    timeout, and a warm stop the main thread asks for with request_warm_stop()."""
+    """A LeanWorker for a thread that is not the main one: no signal handlers, the process's watchdog for
+    the job timeout, and a warm stop the main thread asks for with request_warm_stop()."""
 
     # RQ's default job timeout raises from SIGALRM, which only ever reaches the main thread.
-    death_penalty_class = TimerDeathPenalty
+    death_penalty_class = SharedTimerDeathPenalty
 
     def _install_signal_handlers(self):
         # Only the main thread may install them; it owns SIGTERM and SIGINT and stops every loop.

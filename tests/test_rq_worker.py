@@ -1,12 +1,15 @@
 """The sending process's RQ worker: it skips redundant Redis writes, never its registration."""
 
+import logging
 import threading
+import time
 
 from conftest import TEST_REDIS_URL, BurstWorker, wait_for
 from redis import Redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.executions import Execution
+from rq.job import JobStatus
 from rq.suspension import resume, suspend
 
 from emailsvc.rq_worker import LeanWorker, ThreadWorker
@@ -109,3 +112,41 @@ def test_rq_suspend_during_a_job_stops_the_worker_before_the_next(client, auth, 
         resume(services.redis)
         BurstWorker([services.email_queue], connection=services.redis).work(burst=True)
     assert len(smtp.received) == 2
+
+
+def test_a_job_that_went_well_leaves_one_info_line_its_outcome(client, auth, app, smtp, caplog):
+    # RQ's own lines about the job (taken, OK, result discarded, completed) are written at DEBUG; on another
+    # RQ version whose texts changed they would come back at INFO, and this fails.
+    email_id = client.post("/email/send", json=VALID, headers=auth).get_json()["id"]
+    caplog.set_level(logging.DEBUG)
+    with app.app_context():
+        services = get_services()
+        BurstWorker([services.email_queue], connection=services.redis).work(burst=True, logging_level="DEBUG")
+    about_it = [r for r in caplog.records if email_id in r.getMessage()]
+    assert [(r.name, r.getMessage()) for r in about_it if r.levelno >= logging.INFO] == [
+        ("emailsvc.jobs", f"email {email_id} attempt 1: sent (250)")
+    ]
+    rq_lines = [r.getMessage() for r in about_it if r.name == "rq.worker" and r.levelno == logging.DEBUG]
+    assert sum("Job OK" in m or "discarded" in m or "Successfully completed" in m for m in rq_lines) == 3
+    assert len(smtp.received) == 1
+
+
+def take_too_long():
+    for _ in range(600):  # short sleeps: an exception raised in a thread lands between two
+        time.sleep(0.05)
+
+
+def test_a_thread_worker_stops_a_job_past_its_timeout(app):
+    with app.app_context():
+        redis = get_services().redis
+        queue = Queue("timeouts", connection=redis)
+        job = queue.enqueue("test_rq_worker.take_too_long", job_timeout=1)
+        worker = ThreadWorker([queue], connection=redis)
+        worker.subscribe = lambda: None
+        started = time.monotonic()
+        loop = threading.Thread(target=worker.work, kwargs={"burst": True})
+        loop.start()
+        loop.join(timeout=20)
+        assert not loop.is_alive() and time.monotonic() - started < 10  # not the 30 s the job wanted
+        assert job.get_status(refresh=True) == JobStatus.FAILED
+        assert "JobTimeoutException: Task exceeded maximum timeout value (1 seconds)" in job.latest_result().exc_string
