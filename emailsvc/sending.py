@@ -36,10 +36,11 @@ REPEAT_SIGNAL_WINDOW = 1.0
 
 
 class SendingProcess:
-    """SMTP_CONCURRENCY ThreadWorker loops on queue `email`; the first also runs RQ's scheduler, unless told not to."""
+    """SMTP_CONCURRENCY ThreadWorker loops on queue `email`. None runs RQ's scheduler, which forks: the supervisor
+    gives it a process of its own (workers.run_scheduler)."""
 
-    def __init__(self, app, services, maintenance_interval, scheduler=True):
-        self.app, self.services, self.scheduler = app, services, scheduler
+    def __init__(self, app, services, maintenance_interval):
+        self.app, self.services = app, services
         setup_loghandlers("INFO", name="rq.worker")  # once, before threads could race to add handlers
         setup_loghandlers("INFO", name="rq.job")
         self.loops = []
@@ -60,15 +61,14 @@ class SendingProcess:
     def start(self):
         """Start the loops, each in a thread of its own."""
         for index, loop in enumerate(self.loops):
-            with_scheduler = self.scheduler and index == 0
-            thread = threading.Thread(target=self._work, args=(loop, with_scheduler), name=f"send-{index}", daemon=True)
+            thread = threading.Thread(target=self._work, args=(loop,), name=f"send-{index}", daemon=True)
             thread.start()
             self.threads.append(thread)
 
-    def _work(self, loop, with_scheduler):
+    def _work(self, loop):
         try:
             with self.app.app_context():
-                loop.work(with_scheduler=with_scheduler, logging_level="INFO")
+                loop.work(logging_level="INFO")
         finally:
             self.changed.set()
 

@@ -5,9 +5,10 @@ SimpleWorker (as ThreadWorker, emailsvc/rq_worker.py: fewer Redis round trips pe
 performs jobs in-process instead of forking per job; the process keeps its database and SMTP
 connections open from one message to the next.
 WEBHOOK_PROCESSES separate processes deliver outbound webhooks (queue `webhooks`): a sending process
-never waits on a webhook receiver, however slow. The supervisor, otherwise idle, runs the
-reconciler every RECONCILE_INTERVAL seconds, and a retention pass (emailsvc/retention.py) in a
-process of its own at start and then once a day.
+never waits on a webhook receiver, however slow. One more process runs RQ's scheduler (retries,
+send_at; run_scheduler says why it is not forked from a sending process). The supervisor, otherwise
+idle, runs the reconciler every RECONCILE_INTERVAL seconds, and a retention pass
+(emailsvc/retention.py) in a process of its own at start and then once a day.
 """
 
 import ctypes
@@ -18,6 +19,8 @@ import signal
 import sys
 import threading
 import time
+
+from rq.scheduler import RQScheduler
 
 from . import create_app
 from .metrics.files import clear_files, mark_dead, use_files
@@ -30,9 +33,8 @@ from .services import get_services
 
 log = logging.getLogger("emailsvc.worker")
 RESPAWN_DELAY = 1.0
-# RQ runs its scheduler (retries, send_at) in one worker at a time and looks for a dead one only
-# during maintenance, every 10 minutes by default; check every 30 s so a scheduler lost to a Redis
-# outage or a killed worker is replaced soon after its lock expires.
+# RQ's worker maintenance (registries) every 30 s instead of its default 10 minutes; and how often a
+# scheduler process whose lock another host holds asks for it again.
 MAINTENANCE_INTERVAL = 30
 PURGE_INTERVAL = 24 * 3600
 
@@ -50,6 +52,26 @@ def run_worker():
     _die_with_parent()
     app = create_app()
     sys.exit(SendingProcess(app, app.extensions["emailsvc"], MAINTENANCE_INTERVAL).run())
+
+
+def run_scheduler():
+    """Run RQ's scheduler for queue `email` (retries and send_at), in a process of its own.
+
+    RQ's worker forks its scheduler from the worker process; a sending process runs SMTP_CONCURRENCY
+    threads, and a fork copies whatever lock another thread holds at that moment (an import lock,
+    `_strptime`'s cache lock: every job's timestamps are parsed with strptime) into a child that then
+    waits on it for ever, with no scheduled job moved again. This process has one thread. One
+    scheduler runs across all hosts (RQ's lock); the others ask for the lock every MAINTENANCE_INTERVAL.
+    """
+    _die_with_parent()
+    app = create_app()
+    with app.app_context():
+        scheduler = RQScheduler([get_services().email_queue], connection=get_services().redis)
+        scheduler.acquire_locks()
+        while not scheduler.acquired_locks:  # another host's scheduler has it; SIGTERM ends the wait
+            time.sleep(MAINTENANCE_INTERVAL)
+            scheduler.acquire_locks()
+        scheduler.work()  # until SIGTERM: RQ's own loop, which releases the lock when it stops
 
 
 def run_webhook_worker():
@@ -81,9 +103,11 @@ class Supervisor:
 
     def __init__(self, app):
         self.app = app
-        self.targets = [run_worker] * app.config["WORKER_PROCESSES"] + [run_webhook_worker] * app.config[
-            "WEBHOOK_PROCESSES"
-        ]
+        self.targets = (
+            [run_worker] * app.config["WORKER_PROCESSES"]
+            + [run_webhook_worker] * app.config["WEBHOOK_PROCESSES"]
+            + [run_scheduler]
+        )
         self.children = []
         self.roles = {}  # child process -> the function it runs, to restart it as the same kind
         self.stopping = False
@@ -137,7 +161,7 @@ class Supervisor:
         for target in self.targets:
             self.start_child(target)
         log.info(
-            "started %d sending and %d webhook processes",
+            "started %d sending and %d webhook processes, and RQ's scheduler",
             self.targets.count(run_worker),
             self.targets.count(run_webhook_worker),
         )

@@ -82,7 +82,7 @@ def start_sending(settings, relay):
     def start(**changes):
         # The relay holds messages for as long as a test needs, on a machine that may be slow.
         app = create_app({**settings, "SMTP_PORT": str(relay.port), "SMTP_TIMEOUT": "60", **changes})
-        process = SendingProcess(app, app.extensions["emailsvc"], maintenance_interval=30, scheduler=False)
+        process = SendingProcess(app, app.extensions["emailsvc"], maintenance_interval=30)
         process.start()
         started.append(process)
         return app, process
