@@ -181,6 +181,12 @@ def load_args(schema):
         raise InvalidParameter(details=exc.normalized_messages()) from exc
 
 
+def load_dry_run():
+    """Whether a send or batch asks for a dry run (`?dry_run=true`). Without a query string there is nothing to
+    read or refuse: the answer is no, at no cost (every send asks)."""
+    return bool(request.args) and load_args(dry_run_args)["dry_run"]
+
+
 page_args = PageArgs()
 text_key_page_args = TextKeyPageArgs()
 log_list_args = LogListArgs()
