@@ -58,7 +58,10 @@ def main():
     from emailsvc.rq_worker import LeanWorker
     from emailsvc.services import get_services
 
-    psycopg2.extras.RealDictCursor.execute = counting("postgresql", psycopg2.extras.RealDictCursor.execute)
+    from emailsvc import db
+
+    cursor = getattr(db, "DictCursor", psycopg2.extras.RealDictCursor)  # what the checkout's cursors are
+    cursor.execute = counting("postgresql", cursor.execute)
     redis.connection.AbstractConnection.send_packed_command = counting(
         "redis", redis.connection.AbstractConnection.send_packed_command
     )
