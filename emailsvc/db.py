@@ -43,7 +43,7 @@ class DictCursor(psycopg2.extensions.cursor):
 
     def fetchone(self):
         row = super().fetchone()
-        return None if row is None else dict(zip([column[0] for column in self.description], row))
+        return None if row is None else dict(zip([column[0] for column in self.description], row, strict=True))
 
     def fetchmany(self, size=None):
         return self._dicts(super().fetchmany(self.arraysize if size is None else size))
@@ -56,7 +56,7 @@ class DictCursor(psycopg2.extensions.cursor):
 
     def _dicts(self, rows):
         names = [column[0] for column in self.description] if rows else ()
-        return [dict(zip(names, row)) for row in rows]
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 class Connection(psycopg2.extensions.connection):

@@ -66,7 +66,9 @@ class JobWriter:
                 job._status = JobStatus.QUEUED
                 self.serializer = job.serializer
                 fields = job.to_dict()
-                self._shared = [arg for name, value in fields.items() if name not in OWN_FIELDS for arg in (name, value)]
+                self._shared = [
+                    arg for name, value in fields.items() if name not in OWN_FIELDS for arg in (name, value)
+                ]
                 self._push = self.queue.connection.register_script(PUSH_JOBS)
                 self._fields = fields
         return self._fields
