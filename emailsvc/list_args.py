@@ -184,7 +184,7 @@ def load_args(schema):
 def load_dry_run():
     """Whether a send or batch asks for a dry run (`?dry_run=true`). Without a query string there is nothing to
     read or refuse: the answer is no, at no cost (every send asks)."""
-    return bool(request.args) and load_args(dry_run_args)["dry_run"]
+    return bool(request.query_string) and load_args(dry_run_args)["dry_run"]
 
 
 page_args = PageArgs()

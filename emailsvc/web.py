@@ -2,7 +2,7 @@
 
 import json
 import re
-import uuid
+import secrets
 from inspect import CO_COROUTINE
 
 from flask import Flask, g, request
@@ -39,11 +39,11 @@ class App(Flask):
 def assign_request_id():
     """Use the client's X-Request-ID when it is sane, else make one."""
     given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    g.request_id = given if SANE_REQUEST_ID.match(given) else secrets.token_hex(16)
 
 
 def add_request_id(response):
-    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = g.get("request_id") or secrets.token_hex(16)
     return response
 
 
@@ -100,6 +100,8 @@ def _holds_unstorable(*values):
 
 def refuse_unstorable_query():
     """A query parameter holding NUL (`?to=%00`) is malformed: 400, before any view sends it to SQL."""
+    if not request.query_string:  # most requests: nothing to parse
+        return
     if any(UNSTORABLE.search(key) or UNSTORABLE.search(value) for key, value in request.args.items(multi=True)):
         raise InvalidParameter("Query parameters must not contain NUL characters.")
 
