@@ -17,6 +17,7 @@ is away it hands the request to flask-limiter's own check, which counts in memor
 and with the unchanged Limiter, so an upgrade that changes the check fails there.
 """
 
+from flask.globals import request_ctx
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.errors import RateLimitExceeded
 
@@ -27,6 +28,15 @@ class CountingLimiter(Limiter):
     RuntimeError at the first request rather than being ignored."""
 
     _resolved = None  # the default limits, once checked
+
+    @property
+    def context(self):
+        """flask-limiter's state of the current request, read from the request context itself: flask-limiter
+        looks through its context-local proxy twice each time, five times a request."""
+        try:
+            return request_ctx._get_current_object()._limiter_request_context[self]
+        except AttributeError:  # the request's first: flask-limiter makes it
+            return super().context
 
     def _check_request_limit(self, callable_name=None, in_middleware=True):
         if self._storage_dead:
