@@ -7,7 +7,9 @@ revocation token (key_memory.py). CountingLimiter (limiter.py) asks WindowRedisS
 for them all at once; flask-limiter's own check (the request on which Redis is found again after an
 outage) asks `incr` for one window at a time, and the first counts them all. add_headers writes the
 X-RateLimit-* headers from those counts. Each limit's exemption, key and cost are functions of the
-request's Facts, read once a count.
+request's Facts, read once a count. A look-up through one of Flask's context-local proxies (`request`, `g`)
+costs about 10k instructions, some ten times a limit's own arithmetic: this path reads the object behind
+each proxy once (`_get_current_object()`) and its attributes from there.
 """
 
 import functools
@@ -172,7 +174,7 @@ class RequestCounts:
 
 def request_counts():
     """The current request's RequestCounts, made at the first call."""
-    request_globals = g._get_current_object()  # one look-up of the context-local proxy, not one per use
+    request_globals = g._get_current_object()
     counts = request_globals.get("rate_counts")
     if counts is None:
         counts = request_globals.rate_counts = RequestCounts()
@@ -180,8 +182,7 @@ def request_counts():
 
 
 class Facts(NamedTuple):
-    """What a limit's exemption, key and cost depend on: read once a count (each look-up of the `request` or `g`
-    proxies costs about as much as a limit's own arithmetic)."""
+    """What a limit's exemption, key and cost depend on, read once a count."""
 
     endpoint: str | None
     api_key: dict | None  # the row of the request's valid API key
@@ -191,8 +192,9 @@ class Facts(NamedTuple):
 def request_facts():
     """The current request's Facts."""
     req = request._get_current_object()
-    endpoint = req.endpoint
-    return Facts(endpoint, g.get("api_key"), endpoint in SENDING and req.args.get("dry_run") == "true")
+    endpoint, args = req.endpoint, req.args
+    dry_run = endpoint in SENDING and "dry_run" in args and args["dry_run"] == "true"  # get() raises when absent
+    return Facts(endpoint, g._get_current_object().get("api_key"), dry_run)
 
 
 def client_key():
@@ -313,7 +315,7 @@ def planned_windows(keyed):
 def add_headers(limiter, response):
     """X-RateLimit-* of the limit closest to running out on every counted response; Retry-After on a 429.
     Messages a request took but did not send are given back first."""
-    counts = g.get("rate_counts")  # None: nothing counted in Redis (a probe, Redis away)
+    counts = g._get_current_object().get("rate_counts")  # None: nothing counted in Redis (a probe, Redis away)
     if counts is not None:
         limiter.storage.give_back(counts, response)
     counted = limiter.current_limits
@@ -385,6 +387,13 @@ class UnknownKeys:
             self.blocked[address] = time.time() + max(ttl, 1)
 
 
+def _identify():
+    """The request's identity for flask-limiter: None (not counted, as flask-limiter leaves a request it cannot
+    identify) for a health probe; unknown routes and wrong methods count too, since probing is traffic."""
+    endpoint = request._get_current_object().endpoint
+    return None if endpoint in UNLIMITED else endpoint or "unrouted"
+
+
 def init_limiter(app):
     """Count every request but health probes; register after load_api_key, whose g.api_key it counts by."""
     definitions = limit_definitions(app.config)
@@ -405,10 +414,8 @@ def init_limiter(app):
         # (at most every 32 s); any other limiter failure is logged, never a 500. See docs/api.md.
         in_memory_fallback_enabled=True,
         swallow_errors=True,
-        # Unknown routes and wrong methods count too: probing is traffic.
-        request_identifier=lambda: request.endpoint or "unrouted",
+        request_identifier=_identify,
     )
-    limiter.request_filter(lambda: request.endpoint in UNLIMITED)
     limiter.init_app(app)
     app.extensions["emailsvc.limiter"] = limiter
     limiter.storage.planned_windows = functools.partial(planned_windows, keyed)
