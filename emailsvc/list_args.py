@@ -168,7 +168,7 @@ class DryRunArgs(QueryArgs):
     dry_run = fields.Boolean(
         load_default=False,
         truthy={"true"},
-        falsy={"false"},  # as the rate limiter reads it (limits.dry_run)
+        falsy={"false"},  # as the rate limiter reads it (limits.request_facts)
         metadata={"description": "true: answer 200 with what would be sent and decided; record and send nothing."},
     )
 
