@@ -58,9 +58,9 @@ class KeyMemory:
 
 def saw_token(token):
     """Note the revocation token a request's rate-limit count read (called by the limiter's storage)."""
-    if has_request_context():  # each object read once through its context-local proxy (limits.py)
-        g._get_current_object().revocation_token = token
-        current_app._get_current_object().extensions["emailsvc.keys"].last_token = token
+    if has_request_context():
+        g.revocation_token = token
+        current_app.extensions["emailsvc.keys"].last_token = token
 
 
 def confirmed(remembered):
