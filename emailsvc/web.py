@@ -26,8 +26,8 @@ class App(Flask):
     """Flask, telling a plain function from a coroutine function by its code's flags.
 
     Flask asks `ensure_sync` before every call of every hook and view (a dozen a send), and
-    inspect.iscoroutinefunction unwraps partials and methods before reading the same flag: ~4% of a
-    send's CPU. Functions and bound methods carry their code; anything else is left to Flask."""
+    inspect.iscoroutinefunction unwraps partials and methods before reading the same flag: ~100 of a
+    send's ~2,500 Python calls. Functions and bound methods carry their code; anything else is left to Flask."""
 
     def ensure_sync(self, func):
         code = getattr(func, "__code__", None)
