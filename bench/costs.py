@@ -55,10 +55,12 @@ def main():
 
         use_files(args.metrics_dir, "web")
     app, key = app_with_key(args.root, args.db, args.redis, SMTP_PORT=str(args.sink_port))
+    from emailsvc import db
     from emailsvc.rq_worker import LeanWorker
     from emailsvc.services import get_services
 
-    psycopg2.extras.RealDictCursor.execute = counting("postgresql", psycopg2.extras.RealDictCursor.execute)
+    cursor = getattr(db, "DictCursor", psycopg2.extras.RealDictCursor)  # what the checkout's cursors are
+    cursor.execute = counting("postgresql", cursor.execute)
     redis.connection.AbstractConnection.send_packed_command = counting(
         "redis", redis.connection.AbstractConnection.send_packed_command
     )

@@ -1,7 +1,5 @@
 """emailsvc: a self-hosted transactional email service."""
 
-from flask import Flask
-
 from . import openapi
 from .auth import confirm_remembered_key, load_api_key
 from .cli import register_commands
@@ -24,12 +22,12 @@ from .views import (
     templates,
     webhooks,
 )
-from .web import register_request_hooks
+from .web import App, register_request_hooks
 
 
 def create_app(config=None):
     """Build the app from the environment, or, when given, from `config`: settings as the environment spells them."""
-    app = Flask(__name__, static_folder=None)
+    app = App(__name__, static_folder=None)
     app.config.update(load_config(config))
     app.json.sort_keys = False
     app.extensions["emailsvc"] = Services(app.config)

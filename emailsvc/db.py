@@ -34,6 +34,31 @@ CONNECT_OPTIONS = {
 }
 
 
+class DictCursor(psycopg2.extensions.cursor):
+    """Rows as plain dicts keyed by column name, each made in one call from psycopg2's tuple.
+
+    psycopg2's RealDictCursor stores every column through a Python-level __setitem__: the ~30 columns of the
+    log row a send reads back were ~65 of its ~2,500 Python calls.
+    """
+
+    def fetchone(self):
+        row = super().fetchone()
+        return None if row is None else dict(zip([column[0] for column in self.description], row, strict=True))
+
+    def fetchmany(self, size=None):
+        return self._dicts(super().fetchmany(self.arraysize if size is None else size))
+
+    def fetchall(self):
+        return self._dicts(super().fetchall())
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+    def _dicts(self, rows):
+        names = [column[0] for column in self.description] if rows else ()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
 class Connection(psycopg2.extensions.connection):
     """A psycopg2 connection that remembers the statements prepared on its session (see Prepared)."""
 
@@ -114,7 +139,7 @@ class Database:
         broken = False
         try:
             conn.autocommit = True
-            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            with conn.cursor(cursor_factory=DictCursor) as cur:
                 yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             broken = True

@@ -64,17 +64,19 @@ def enqueue_delivery(email_id, at=None, at_front=False):
 def enqueue_deliveries(deliveries, at_front=False):
     """Queue the delivery of logged messages, each (id, None or the datetime it is due), in one round trip."""
     jobs = delivery_jobs()
-    # Every job, its status and its queue entry go in one MULTI/EXEC, one round trip however many messages.
+    # The job id is the message's: one job per message, so the reconciler can tell whether it exists.
+    at_once = [str(email_id) for email_id, at in deliveries if at is None]
+    later = [(str(email_id), next_whole_second(at)) for email_id, at in deliveries if at is not None]
+    if not later:
+        jobs.write(at_once, at_front)  # one script: atomic, one round trip
+        return
+    # With scheduled ones (RQ's enqueue_at), every write goes in one MULTI/EXEC, still one round trip.
     with jobs.queue.connection.pipeline() as pipe:
-        # MULTI first: every write below, ours and RQ's enqueue_at's, goes in the one transaction.
         pipe.multi()
-        # The job id is the message's: one job per message, so the reconciler can tell whether it exists.
-        jobs.write(pipe, [str(email_id) for email_id, at in deliveries if at is None], at_front)
-        for email_id, at in deliveries:
-            if at is not None:
-                jobs.queue.enqueue_at(
-                    next_whole_second(at), DELIVER, str(email_id), job_id=str(email_id), pipeline=pipe, **jobs.options
-                )
+        if at_once:
+            jobs.write(at_once, at_front, pipe)
+        for email_id, at in later:
+            jobs.queue.enqueue_at(at, DELIVER, email_id, job_id=email_id, pipeline=pipe, **jobs.options)
         pipe.execute()
 
 

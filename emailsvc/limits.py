@@ -1,14 +1,25 @@
 """Rate limits (flask-limiter, counted in Redis): RATELIMIT_DEFAULT over every route, extra route limits,
 RATELIMIT_PROJECT across all of a project's keys, and RATELIMIT_MESSAGES, the messages a key sends
-(taken only when the whole request fits); every window a request counts, in one round trip."""
+(taken only when the whole request fits).
+
+Every window a request counts is counted in one round trip (INCR_WITH_TTL), which also reads the key
+revocation token (key_memory.py). CountingLimiter (limiter.py) asks WindowRedisStorage.count_request
+for them all at once; flask-limiter's own check (the request on which Redis is found again after an
+outage) asks `incr` for one window at a time, and the first counts them all. add_headers writes the
+X-RateLimit-* headers from those counts. Each limit's exemption, key and cost are functions of the
+request's Facts, read once a count. A look-up through one of Flask's context-local proxies (`request`, `g`)
+costs about 10k instructions, some ten times a limit's own arithmetic: this path reads the object behind
+each proxy once (`_get_current_object()`) and its attributes from there.
+"""
 
 import functools
 import logging
 import math
 import time
 import uuid
+from typing import NamedTuple
 
-from flask import current_app, g, has_request_context, request
+from flask import current_app, g, request
 from flask_limiter import Limit
 from limits import parse, parse_many
 from limits.storage import RedisStorage
@@ -84,105 +95,129 @@ return answers
 
 
 class WindowRedisStorage(RedisStorage):
-    """Redis storage whose increment also returns the window's end, so the X-RateLimit headers cost
-    no second round trip; and whose first increment in a request counts every window the request
-    will count (`planned_windows`), so the per-key, per-route and per-project limits together cost
-    one EVALSHA. flask-limiter then asks for each of the others in turn, and gets the count already made.
-    The same EVALSHA reads the key revocation token (key_memory.py)."""
+    """Redis storage that counts every window of a request (`planned_windows`) in one EVALSHA, answering each
+    one's count with its window's end, so the per-key, per-route and per-project limits and the headers
+    together cost one round trip. The same EVALSHA reads the key revocation token (key_memory.py)."""
 
     STORAGE_SCHEME = ["emailsvc+redis"]
-    planned_windows = staticmethod(lambda: [])  # set by init_limiter: [(key, expiry, amount)] of this request
+    planned_windows = staticmethod(lambda: [])  # set by init_limiter: the current request's windows
 
     def initialize_storage(self, uri):
         super().initialize_storage(uri)
         self.lua_incr_with_ttl = self.get_connection().register_script(INCR_WITH_TTL)
 
+    def count_request(self):
+        """Count every window of the current request; return (limit, request arguments, verdict) of each, in
+        the order flask-limiter checks its limits (the verdict is what it compares with the limit)."""
+        windows = self.planned_windows()
+        if not windows:
+            return []
+        seen = self.count(windows)
+        return [(lim, args, seen[key][2]) for key, _, _, _, lim, args in windows]
+
     def incr(self, key, expiry, amount=1):
-        seen, ahead = _request_windows()
-        if key in ahead:
-            ahead.discard(key)
-            return seen[key][2]
-        planned = [w for w in self.planned_windows() if w[0] not in seen]
-        windows = [w for w in planned if w[0] == key] or [(key, expiry, amount, 0)]
-        windows += [w for w in planned if w[0] != key]
-        windows.sort(key=lambda w: w[3] > 0)  # the windows taken only when the rest fit come last
+        """flask-limiter's own count of one window: the first of a request counts every window the request
+        will count, and the others get the count already made."""
+        counts = request_counts()
+        if key in counts.ahead:
+            counts.ahead.discard(key)
+            return counts.seen[key][2]
+        windows = [w for w in self.planned_windows() if w[0] not in counts.seen]
+        if not any(w[0] == key for w in windows):
+            windows.append((key, expiry, amount, 0))
+        counts.ahead.update(w[0] for w in windows if w[0] != key)
+        return self.count(windows)[key][2]
+
+    def count(self, windows):
+        """Count `windows` ((key, expiry, amount, cap, ...), as planned_windows gives them) in one EVALSHA, and
+        read the revocation token in it; keep each one's (count, window end, verdict) in the request's counts,
+        and the messages taken, and return those counts by key. A window not taken has a verdict over its limit,
+        however many are left."""
+        windows = sorted(windows, key=lambda w: w[3] > 0)  # the windows taken only when the rest fit come last
         *answers, token = self.lua_incr_with_ttl(
-            [*(self.prefixed_key(k) for k, *_ in windows), REVOCATIONS],
-            [*(arg for _, e, a, c in windows for arg in (e, a, c)), uuid.uuid4().hex],
+            [*(self.prefixed_key(w[0]) for w in windows), REVOCATIONS],
+            [*(arg for w in windows for arg in w[1:4]), uuid.uuid4().hex],
         )
         saw_token(token.decode() if isinstance(token, bytes) else token)
-        now = time.time()
-        for (window_key, _, window_amount, cap), (count, ttl, taken) in zip(windows, answers, strict=True):
-            # What flask-limiter compares with the limit: a window not taken is over it, however many are left.
-            verdict = count if taken else cap + 1
-            seen[window_key] = (count, now + max(ttl, 0), verdict)
+        counts, now = request_counts(), time.time()
+        seen = counts.seen
+        for (key, _, amount, cap, *_), (count, ttl, taken) in zip(windows, answers, strict=True):
+            seen[key] = (count, now + max(ttl, 0), count if taken else cap + 1)
             if cap > 0 and taken:
-                g.messages_taken = (self.prefixed_key(window_key), window_amount)
-        ahead.update(k for k, *_ in windows if k != key)
-        return seen[key][2]
+                counts.taken = (self.prefixed_key(key), amount)
+        return seen
 
-    def give_back(self, response):
+    def give_back(self, counts, response):
         """Return the messages a request took when it was not accepted (a 4xx or 5xx): they were not sent."""
-        taken = g.pop("messages_taken", None)
-        if taken is None or response.status_code < 400:
+        if counts.taken is None or response.status_code < 400:
             return
-        prefixed, amount = taken
+        (prefixed, amount), counts.taken = counts.taken, None
         try:
             self.get_connection().decrby(prefixed, amount)
         except RedisError:  # the count stays a little high until the window ends
             log.warning("rate-limit refund skipped: Redis unavailable")
             return
-        seen = _seen_windows()
-        for window_key, (count, end, verdict) in seen.items():
+        for window_key, (count, end, verdict) in counts.seen.items():
             if self.prefixed_key(window_key) == prefixed:
-                seen[window_key] = (count - amount, end, verdict)
-
-    def get(self, key):
-        seen = _seen_windows().get(key)
-        return seen[0] if seen else super().get(key)
-
-    def get_expiry(self, key):
-        seen = _seen_windows().get(key)
-        return seen[1] if seen else super().get_expiry(key)
+                counts.seen[window_key] = (count - amount, end, verdict)
 
 
-def _seen_windows():
-    """The (count, window end, verdict) this request's increments returned, by limit key."""
-    return _request_windows()[0]
+class RequestCounts:
+    """What a request's EVALSHA answered: (count, window end, verdict) by limit key; the keys it counted before
+    flask-limiter asked for them (incr); the messages it took, as (prefixed key, amount), or None."""
+
+    __slots__ = ("seen", "ahead", "taken")
+
+    def __init__(self):
+        self.seen, self.ahead, self.taken = {}, set(), None
 
 
-def _request_windows():
-    # Asked several times for every limit of every request: one look-up of `g` (a context-local proxy) each.
-    if not has_request_context():
-        return {}, set()
-    windows = g.get("rate_windows")
-    if windows is None:
-        windows = g.rate_windows = ({}, set())
-    return windows
+def request_counts():
+    """The current request's RequestCounts, made at the first call."""
+    request_globals = g._get_current_object()
+    counts = request_globals.get("rate_counts")
+    if counts is None:
+        counts = request_globals.rate_counts = RequestCounts()
+    return counts
+
+
+class Facts(NamedTuple):
+    """What a limit's exemption, key and cost depend on, read once a count."""
+
+    endpoint: str | None
+    api_key: dict | None  # the row of the request's valid API key
+    dry_run: bool  # a send or batch with ?dry_run=true: it sends nothing, and only RATELIMIT_DEFAULT counts it
+
+
+def request_facts():
+    """The current request's Facts."""
+    req = request._get_current_object()
+    endpoint, args = req.endpoint, req.args
+    dry_run = endpoint in SENDING and "dry_run" in args and args["dry_run"] == "true"  # get() raises when absent
+    return Facts(endpoint, g._get_current_object().get("api_key"), dry_run)
 
 
 def client_key():
     """Count per API key when the request carries a valid one, else per client address (after ProxyFix)."""
-    api_key = g.get("api_key")
+    return _by_client(request_facts())
+
+
+def _by_client(facts):
+    api_key = facts.api_key
     return f"key:{api_key['id']}" if api_key else f"addr:{request.remote_addr}"
 
 
-def project_key():
+def _by_project(facts):
     """Count RATELIMIT_PROJECT per project, over all of its keys."""
-    return f"project:{g.api_key['project_id']}"
+    return f"project:{facts.api_key['project_id']}"
 
 
-def _not_at(endpoints):
-    return request.endpoint not in endpoints
+def _not_at(endpoints, facts):
+    return facts.endpoint not in endpoints
 
 
-def dry_run():
-    """A dry run (?dry_run=true on a send or batch) sends nothing: only RATELIMIT_DEFAULT counts it."""
-    return request.args.get("dry_run") == "true"
-
-
-def _not_sending(endpoints):
-    return request.endpoint not in endpoints or dry_run()
+def _not_sending(endpoints, facts):
+    return facts.endpoint not in endpoints or facts.dry_run
 
 
 def messages_left():
@@ -196,10 +231,10 @@ def messages_left():
     return {"limit": item.amount, "remaining": remaining}
 
 
-def message_count():
+def message_count(facts):
     """The messages a send or batch asks to send: what RATELIMIT_MESSAGES takes (a malformed batch: 1; one
     without a valid key: 1, unread, since it is refused (401) whatever it holds)."""
-    if request.endpoint != "emails.batch" or g.get("api_key") is None:
+    if facts.endpoint != "emails.batch" or facts.api_key is None:
         return 1
     try:
         body = json_body()  # parsed once, here or in the view, and refused (here: counted as 1) by the same checks
@@ -209,64 +244,84 @@ def message_count():
     return min(len(messages), MAX_BATCH) if isinstance(messages, list) and messages else 1
 
 
-def _own_limit_only():
-    return request.endpoint in OWN_LIMIT_ONLY
+def _own_limit_only(facts):
+    return facts.endpoint in OWN_LIMIT_ONLY
 
 
-def _without_key():
-    return g.get("api_key") is None
+def _without_key(facts):
+    return facts.api_key is None
 
 
 def limit_definitions(config):
-    """Every limit as (setting's value, key function, scope, exempt_when, cost): what flask-limiter counts, and
-    what planned_windows counts ahead; `shared` scopes, so each is one count across routes. A limit with a
-    cost (RATELIMIT_MESSAGES) takes that many, and only when the request fits every other limit too."""
-    definitions = [(config["RATELIMIT_DEFAULT"], client_key, "all", _own_limit_only, None)]
+    """Every limit as (setting's value, key function, scope, exemption, cost), each function of the request's
+    Facts: what flask-limiter counts, and what planned_windows counts; `shared` scopes, so each is one count
+    across routes. A limit with a cost (RATELIMIT_MESSAGES) takes that many, and only when the request fits
+    every other limit too."""
+    definitions = [(config["RATELIMIT_DEFAULT"], _by_client, "all", _own_limit_only, None)]
     for scope, (setting, endpoints) in ROUTE_LIMITS.items():
         exempt = functools.partial(_not_sending if endpoints == SENDING else _not_at, endpoints)
-        definitions.append((config[setting], client_key, scope, exempt, None))
+        definitions.append((config[setting], _by_client, scope, exempt, None))
     if config["RATELIMIT_PROJECT"]:
-        definitions.append((config["RATELIMIT_PROJECT"], project_key, PROJECT_SCOPE, _without_key, None))
+        definitions.append((config["RATELIMIT_PROJECT"], _by_project, PROJECT_SCOPE, _without_key, None))
     exempt = functools.partial(_not_sending, SENDING)
-    definitions.append((config["RATELIMIT_MESSAGES"], client_key, MESSAGES_SCOPE, exempt, message_count))
+    definitions.append((config["RATELIMIT_MESSAGES"], _by_client, MESSAGES_SCOPE, exempt, message_count))
     return definitions
 
 
-def window_keys(definitions):
-    """`definitions` (limit_definitions, each value parsed into its items) with each item's key as a pair
-    (before, after) around the key function's value: what `item.key_for(value, scope)` gives, built once."""
+def _as_flask_limiter_calls_it(function):
+    """`function` of the request's Facts, called without arguments (a Limit's functions), or None."""
+    return function and (lambda: function(request_facts()))
+
+
+def flask_limiter_limits(definitions):
+    """The Limit of each of `definitions` (limit_definitions): all "default" limits, so flask-limiter never reads
+    its own RATELIMIT_DEFAULT setting (the same name as ours) as a second, per-route limit."""
     return [
-        ([(item, *item.key_for(KEY_MARK, scope).split(KEY_MARK)) for item in items], key_function, exempt_when, cost)
-        for items, key_function, scope, exempt_when, cost in definitions
-    ]
+        Limit(value, key_function=_as_flask_limiter_calls_it(key_function), scope=scope, shared=True,
+              exempt_when=_as_flask_limiter_calls_it(exempt), cost=_as_flask_limiter_calls_it(cost))
+        for value, key_function, scope, exempt, cost in definitions
+    ]  # fmt: skip
+
+
+def window_keys(limits, definitions):
+    """What planned_windows needs of each limit, in the order flask-limiter checks them (by window length),
+    made once: the limit (a RuntimeLimit of `limits`, the Limits of `definitions`), its key as a pair
+    (before, after) around the key function's value (what `key_for(value, scope)` gives), its scope, expiry
+    and cap (INCR_WITH_TTL), and its definition's exemption, key function and cost."""
+    keyed = [
+        (lim, *lim.limit.key_for(KEY_MARK, scope).split(KEY_MARK), scope, lim.limit.get_expiry(),
+         lim.limit.amount if cost else -lim.limit.amount, exempt, key_function, cost)
+        for limit, (_, key_function, scope, exempt, cost) in zip(limits, definitions, strict=True)
+        for lim in limit
+    ]  # fmt: skip
+    return sorted(keyed, key=lambda entry: entry[0].limit)  # as flask-limiter and CountingLimiter sort them
 
 
 def planned_windows(keyed):
-    """Return (key, expiry, amount, cap) of every window the current request counts, keyed as flask-limiter
-    keys them: cap is the limit for a window taken only when it fits (INCR_WITH_TTL), else minus the limit.
-
-    `keyed` is what window_keys returns.
+    """Return (key, expiry, amount, cap, limit, request arguments) of every window the current request counts,
+    in the order flask-limiter checks its limits, keyed as it keys them: cap is the limit for a window taken
+    only when it fits (INCR_WITH_TTL), else minus the limit; the arguments are the key function's value and
+    the scope. `keyed` is what window_keys returns. (Health probes are never counted: the request filter.)
     """
-    if request.endpoint in UNLIMITED:
-        return []
-    return [
-        (f"{before}{key_function()}{after}", item.get_expiry(), cost() if cost else 1,
-         item.amount if cost else -item.amount)
-        for items, key_function, exempt_when, cost in keyed
-        if not (exempt_when and exempt_when())
-        for item, before, after in items
-    ]  # fmt: skip
+    facts = request_facts()
+    windows = []
+    for lim, before, after, scope, expiry, cap, exempt, key_function, cost in keyed:
+        if not exempt(facts):
+            value = key_function(facts)
+            windows.append((f"{before}{value}{after}", expiry, cost(facts) if cost else 1, cap, lim, [value, scope]))
+    return windows
 
 
 def add_headers(limiter, response):
     """X-RateLimit-* of the limit closest to running out on every counted response; Retry-After on a 429.
     Messages a request took but did not send are given back first."""
-    if isinstance(limiter.storage, WindowRedisStorage):
-        limiter.storage.give_back(response)
+    counts = g._get_current_object().get("rate_counts")  # None: nothing counted in Redis (a probe, Redis away)
+    if counts is not None:
+        limiter.storage.give_back(counts, response)
     counted = limiter.current_limits
     if not counted or "X-RateLimit-Limit" in response.headers:  # a refusal that wrote its own (unknown keys)
         return response
-    seen = _seen_windows()
+    seen = counts.seen if counts is not None else {}
     try:
         # (remaining, window end) of each: from this request's own counts when Redis gave them (no
         # storage look-up), else (the in-memory fallback) from flask-limiter.
@@ -332,24 +387,25 @@ class UnknownKeys:
             self.blocked[address] = time.time() + max(ttl, 1)
 
 
+def _identify():
+    """The request's identity for flask-limiter: None (not counted, as flask-limiter leaves a request it cannot
+    identify) for a health probe; unknown routes and wrong methods count too, since probing is traffic."""
+    endpoint = request._get_current_object().endpoint
+    return None if endpoint in UNLIMITED else endpoint or "unrouted"
+
+
 def init_limiter(app):
     """Count every request but health probes; register after load_api_key, whose g.api_key it counts by."""
     definitions = limit_definitions(app.config)
-    # A malformed limit stops the app here, at start, not at each request.
-    parsed = [(parse_many(value), *rest) for value, *rest in definitions]
+    limits = flask_limiter_limits(definitions)
+    keyed = window_keys(limits, definitions)  # a malformed limit stops the app here, at start, not at each request
     app.extensions["emailsvc.unknown_keys"] = UnknownKeys(
         app.extensions["emailsvc"].redis, app.config["RATELIMIT_UNKNOWN_KEYS"]
     )
-    # All are "default" limits, so flask-limiter never reads its own RATELIMIT_DEFAULT setting (the
-    # same name as ours) as a second, per-route limit; `shared` keeps one count across routes.
-    limits = [
-        Limit(value, key_function=key_function, scope=scope, shared=True, exempt_when=exempt_when, cost=cost)
-        for value, key_function, scope, exempt_when, cost in definitions
-    ]
     limiter = CountingLimiter(
         client_key,
         default_limits=limits,
-        storage_uri="emailsvc+redis://",
+        storage_uri="emailsvc+redis://",  # WindowRedisStorage
         # The queue's pool: same short timeouts, one set of connections per process.
         storage_options={"connection_pool": app.extensions["emailsvc"].redis.connection_pool},
         strategy="fixed-window",
@@ -358,13 +414,10 @@ def init_limiter(app):
         # (at most every 32 s); any other limiter failure is logged, never a 500. See docs/api.md.
         in_memory_fallback_enabled=True,
         swallow_errors=True,
-        # Unknown routes and wrong methods count too: probing is traffic.
-        request_identifier=lambda: request.endpoint or "unrouted",
+        request_identifier=_identify,
     )
-    limiter.request_filter(lambda: request.endpoint in UNLIMITED)
     limiter.init_app(app)
     app.extensions["emailsvc.limiter"] = limiter
-    if isinstance(limiter.storage, WindowRedisStorage):
-        limiter.storage.planned_windows = functools.partial(planned_windows, window_keys(parsed))
+    limiter.storage.planned_windows = functools.partial(planned_windows, keyed)
     app.after_request(functools.partial(add_headers, limiter))
     return limiter

@@ -168,7 +168,7 @@ class DryRunArgs(QueryArgs):
     dry_run = fields.Boolean(
         load_default=False,
         truthy={"true"},
-        falsy={"false"},  # as the rate limiter reads it (limits.dry_run)
+        falsy={"false"},  # as the rate limiter reads it (limits.request_facts)
         metadata={"description": "true: answer 200 with what would be sent and decided; record and send nothing."},
     )
 
@@ -179,6 +179,12 @@ def load_args(schema):
         return schema.load(request.args)
     except ValidationError as exc:
         raise InvalidParameter(details=exc.normalized_messages()) from exc
+
+
+def load_dry_run():
+    """Whether a send or batch asks for a dry run (`?dry_run=true`). Without a query string there is nothing to
+    read or refuse: the answer is no, at no cost (every send asks)."""
+    return bool(request.query_string) and load_args(dry_run_args)["dry_run"]
 
 
 page_args = PageArgs()

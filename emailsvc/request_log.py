@@ -16,14 +16,15 @@ def start_clock():
 
 
 def finish_request(response):
-    seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    rule, status = request.url_rule, response.status_code
-    count_request(rule, request.method, status, seconds)
+    here, req = g._get_current_object(), request._get_current_object()  # one context-local look-up each
+    seconds = time.perf_counter() - here.get("started", time.perf_counter())
+    rule, method, status = req.url_rule, req.method, response.status_code
+    count_request(rule, method, status, seconds)
     if log.isEnabledFor(logging.INFO):
-        key = g.get("api_key")
+        key = here.get("api_key")
         fields = {
             "route": rule.rule if rule is not None else UNMATCHED,
-            "method": request.method,
+            "method": method,
             "status": status,
             "duration_ms": round(seconds * 1000, 2),
             "project": key and key["project_id"],

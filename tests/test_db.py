@@ -112,3 +112,22 @@ def test_a_prepared_statement_is_prepared_once_per_session_and_answers_like_the_
     with psycopg2.connect(database) as conn, conn.cursor() as cur:  # not a pool's connection: plain SQL
         statement.execute(cur, ids)
         assert cur.fetchone() == (ids["id"], True)
+
+
+def test_rows_come_back_as_dicts_of_their_columns_in_order_however_they_are_read(database):
+    db = Database(database)
+    try:
+        with db.cursor() as cur:
+            query = "SELECT n, 'row ' || n AS label, NULL::jsonb AS extra FROM generate_series(1, 3) n"
+            cur.execute(query + " WHERE false")
+            assert cur.fetchone() is None and cur.fetchall() == [] and cur.fetchmany(2) == []
+            cur.execute(query)
+            first = cur.fetchone()
+            assert type(first) is dict and list(first) == ["n", "label", "extra"]
+            assert first == {"n": 1, "label": "row 1", "extra": None}
+            assert cur.fetchmany(1) == [{"n": 2, "label": "row 2", "extra": None}]
+            assert [row["n"] for row in cur] == [3]
+            cur.execute(query)
+            assert [row["label"] for row in cur.fetchall()] == ["row 1", "row 2", "row 3"]
+    finally:
+        db.close()

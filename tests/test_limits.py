@@ -11,6 +11,7 @@ import uuid
 import psycopg2
 import pytest
 from conftest import PYTHON, answers, free_port, http, make_key, wait_for
+from redis.exceptions import RedisError
 
 from emailsvc import create_app
 
@@ -248,3 +249,20 @@ def test_a_request_refused_by_another_limit_takes_no_messages(settings, database
     app_later = limited_app(settings, RATELIMIT_SEND="100 per minute", RATELIMIT_MESSAGES="3 per minute")
     # Same Redis counts under a looser send limit: the refused batch took none of the 3 messages.
     assert app_later.test_client().post("/email/batch", json=_batch(2), headers=auth).status_code == 201
+
+
+def test_the_request_that_finds_redis_again_counts_every_window_as_before(settings, database, monkeypatch):
+    # flask-limiter's own check counts that request (one window at a time, through WindowRedisStorage.incr).
+    app = limited_app(settings, RATELIMIT_MESSAGES="3 per minute")
+    limiter, client, auth = app.extensions["emailsvc.limiter"], app.test_client(), {"X-API-Key": make_key(app)}
+    assert client.post("/email/batch", json=_batch(2), headers=auth).status_code == 201
+    with monkeypatch.context() as away:
+        away.setattr(limiter.storage, "lua_incr_with_ttl", lambda *args: (_ for _ in ()).throw(RedisError("away")))
+        assert client.get(log_url(), headers=auth).status_code == 404  # counted in memory
+    assert limiter._storage_dead
+    limiter._Limiter__last_check_backend = 0  # look for Redis at the next request, not a second later
+    refused = client.post("/email/batch", json=_batch(2), headers=auth)
+    assert not limiter._storage_dead
+    assert refused.status_code == 429 and refused.headers["X-RateLimit-Remaining"] == "1"  # and took none
+    assert client.post("/email/batch", json=_batch(1), headers=auth).status_code == 201
+    assert _count_emails(database) == 3

@@ -1,6 +1,8 @@
 """Delivery jobs are queued exactly as RQ's own enqueue queues them (emailsvc/rq_enqueue.py): an RQ upgrade
 that changes what enqueueing leaves in Redis fails here, not in production."""
 
+from datetime import UTC, datetime
+
 from rq import Retry
 
 from emailsvc.jobs import DELIVER, delivery_jobs, enqueue_deliveries
@@ -49,6 +51,30 @@ def test_jobs_queued_together_leave_in_redis_exactly_what_rqs_enqueue_leaves(app
         job = queue.fetch_job("102")
         assert (job.func_name, job.args, job.kwargs, job.get_status()) == (DELIVER, ("102",), {}, "queued")
         assert job.retries_left == 3 and job.retry_intervals == jobs.options["retry"].intervals
+
+
+def test_jobs_queued_beside_a_scheduled_one_leave_what_rqs_enqueue_and_enqueue_at_leave(app):
+    with app.app_context():
+        services, jobs = get_services(), delivery_jobs()
+        redis, queue = services.redis, services.email_queue
+        at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+        with redis.pipeline() as pipe:
+            pipe.multi()
+            queue.enqueue(DELIVER, "201", job_id="201", pipeline=pipe, **jobs.options)
+            queue.enqueue_at(at, DELIVER, "202", job_id="202", pipeline=pipe, **jobs.options)
+            pipe.execute()
+        rqs = redis_state(redis)
+        redis.flushdb()
+        enqueue_deliveries([(201, None), (202, at)])
+        assert redis_state(redis) == rqs
+
+
+def test_a_redis_that_forgot_its_scripts_still_takes_jobs(app):
+    with app.app_context():
+        enqueue_deliveries([(1, None)])
+        get_services().redis.script_flush()  # as after a restart: the script is loaded again
+        enqueue_deliveries([(2, None)])
+        assert get_services().email_queue.get_job_ids() == ["1", "2"]
 
 
 def test_at_front_goes_before_the_backlog_in_the_order_rq_would_put_it(app):

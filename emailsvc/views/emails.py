@@ -5,7 +5,7 @@ from flask import Blueprint
 from ..accepting import accept, accept_email, render_batch
 from ..auth import current_project_id, require_scope
 from ..idempotency import idempotency_key
-from ..list_args import dry_run_args, load_args
+from ..list_args import dry_run_args, load_dry_run
 from ..log_pages import read_message
 from ..mail_templates.rendering import render_for_send
 from ..openapi import document
@@ -32,7 +32,7 @@ SEND_EXAMPLE = {"to": ["Alice <alice@example.com>"], "subject": "Your order has 
 @require_scope("send")
 def send():
     """Validate, render a template if one is named, record as PENDING (or SCHEDULED), queue, and answer 201."""
-    dry_run = load_args(dry_run_args)["dry_run"]
+    dry_run = load_dry_run()
     body, key = json_body(), idempotency_key()
     email = render_for_send(current_project_id(), send_schema.load(body))
     if dry_run:
@@ -49,7 +49,7 @@ def send():
 @require_scope("send")
 def batch():
     """Accept 1–500 messages all or none, as POST /email/send accepts one; an error names each message by its index."""
-    dry_run = load_args(dry_run_args)["dry_run"]
+    dry_run = load_dry_run()
     body, key = json_body(), idempotency_key()
     emails = render_batch(current_project_id(), batch_schema.load(body)["messages"])
     if dry_run:
