@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from .errors import ApiError
 from .key_memory import REVOCATIONS, saw_token
 from .limiter import CountingLimiter
+from .redis_scripts import run_script
 from .schemas import MAX_BATCH
 from .web import json_body
 
@@ -134,7 +135,8 @@ class WindowRedisStorage(RedisStorage):
         and the messages taken, and return those counts by key. A window not taken has a verdict over its limit,
         however many are left."""
         windows = sorted(windows, key=lambda w: w[3] > 0)  # the windows taken only when the rest fit come last
-        *answers, token = self.lua_incr_with_ttl(
+        *answers, token = run_script(
+            self.lua_incr_with_ttl,
             [*(self.prefixed_key(w[0]) for w in windows), REVOCATIONS],
             [*(arg for w in windows for arg in w[1:4]), uuid.uuid4().hex],
         )

@@ -19,6 +19,8 @@ import zlib
 from rq.job import JobStatus
 from rq.utils import get_call_string, now, utcformat
 
+from .redis_scripts import run_script
+
 TEMPLATE_ID = "emailsvc-template"
 # The fields that differ between jobs, given per job; every other field is the template's.
 OWN_FIELDS = ("created_at", "enqueued_at", "data", "description")
@@ -81,9 +83,10 @@ class JobWriter:
             args = (job_id,)
             data = zlib.compress(self.serializer.dumps((self.func_name, None, args, {})))
             jobs += (job_id, utcformat(now()), data, get_call_string(self.func_name, args, {}, max_length=75))
-        self._push(
-            [self.queue.redis_queues_keys, self.queue.key, *map(self.queue.job_class.key_for, job_ids)],
-            # As RQ pushes them one by one: at the front, the last ends first.
-            [self.queue.key, "1" if at_front else "0", len(self._shared), *self._shared, *jobs],
-            client=pipe,
-        )
+        keys = [self.queue.redis_queues_keys, self.queue.key, *map(self.queue.job_class.key_for, job_ids)]
+        # As RQ pushes them one by one: at the front, the last ends first.
+        args = [self.queue.key, "1" if at_front else "0", len(self._shared), *self._shared, *jobs]
+        if pipe is None:
+            run_script(self._push, keys, args)
+        else:
+            self._push(keys, args, client=pipe)
