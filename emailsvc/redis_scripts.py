@@ -8,8 +8,11 @@ EVALSHA on a connection each thread of each process keeps for itself, and reads 
 on the wire, the same answer and errors.
 
 What the client's path gives that matters here is kept: a script Redis forgot (a restart, SCRIPT FLUSH) is
-loaded again and run, and a connection Redis closed (a restart) is opened again and the command sent once
-more; only a connection error is retried, never a timeout, after which the script may have run.
+loaded again and run, and a connection Redis closed (a restart, an idle timeout) is opened again and the
+command sent once more, as the client's retry policy did. Unlike that policy, a timeout is not retried: the
+script may have run. (Should a connection break after Redis ran a script, the retry counts the limits twice,
+a little high until the window ends, or queues the job twice, which is harmless: a delivery claims its
+message once.)
 """
 
 import os
