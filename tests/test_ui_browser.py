@@ -101,7 +101,8 @@ def texts(driver, css):
 
 
 def text(driver):
-    return texts(driver, "body")[0]
+    """The text of the page's body, read again while a navigation has left the page without one."""
+    return wait_for(lambda: texts(driver, "body"), message="the page's body")[0]
 
 
 def csp_violations(driver):
